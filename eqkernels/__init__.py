@@ -1,0 +1,19 @@
+"""eqkernels: fused kernels and a layer API for implicit (deep-equilibrium) models.
+
+    import eqkernels as eqk
+    deq = eqk.DEQ(block, solver="anderson", max_iter=50, tol=1e-4, backward="implicit")
+    z, info = deq(x)
+
+`eqk.backends()` says which kernel backends this install has; missing ones fall
+back to the plain-PyTorch reference, never to an import error.
+"""
+from eqkernels._backends import backends
+from eqkernels.diagnostics import spectral_radius
+from eqkernels.nn import DEQ, apply_spectral_norm, apply_weight_norm, remove_norm
+from eqkernels.solvers import DivergenceError, SolverInfo, anderson, broyden, fixed_point
+
+__version__ = "0.1.0"
+
+__all__ = ["DEQ", "backends", "anderson", "broyden", "fixed_point", "SolverInfo",
+           "DivergenceError", "spectral_radius", "apply_weight_norm", "apply_spectral_norm",
+           "remove_norm", "__version__"]

@@ -1,0 +1,102 @@
+"""Which kernel backends this install has, and which one runs an op.
+
+Nothing here may raise at import: a missing compiled extension or Triton only
+removes that backend, and `backends()` says why.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import warnings
+
+import torch
+
+# Fastest first, per device type; "reference" (plain PyTorch) is always last.
+_PREFERENCE = {
+    "cpu": ("cpp", "reference"),
+    "cuda": ("cuda", "triton", "reference"),
+}
+BACKEND_NAMES = ("cpp", "cuda", "triton", "reference")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_extension():
+    """(module or None, reason string)."""
+    try:
+        return importlib.import_module("eqkernels._C"), "compiled extension loaded"
+    except ImportError as err:  # not built, or built against another torch
+        return None, f"compiled extension eqkernels._C not importable ({err})"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_status():
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        return False, f"triton not importable ({err})"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True, "triton in interpreter mode (TRITON_INTERPRET=1, CPU tensors)"
+    if not torch.cuda.is_available():
+        return False, "triton installed but no CUDA device (set TRITON_INTERPRET=1 to interpret)"
+    return True, "triton on CUDA"
+
+
+def extension():
+    """The compiled module eqkernels._C; raises RuntimeError naming why if it is missing."""
+    module, reason = _load_extension()
+    if module is None:
+        raise RuntimeError(reason)
+    return module
+
+
+def backends() -> dict:
+    """{backend name: (available, reason)} for this process."""
+    module, reason = _load_extension()
+    has_cuda_kernels = module is not None and getattr(module, "with_cuda", False)
+    triton_ok, triton_reason = _triton_status()
+    return {
+        "cpp": (module is not None, reason),
+        "cuda": (has_cuda_kernels and torch.cuda.is_available(),
+                 "CUDA kernels compiled in" if has_cuda_kernels
+                 else "extension built without CUDA kernels"),
+        "triton": (triton_ok, triton_reason),
+        "reference": (True, "plain PyTorch, always available"),
+    }
+
+
+def _usable(name: str, device: torch.device) -> bool:
+    available, _ = backends()[name]
+    if not available:
+        return False
+    if name == "cpp":
+        return device.type == "cpu"
+    if name == "cuda":
+        return device.type == "cuda"
+    if name == "triton":  # interpreter mode runs CPU tensors, compiled mode CUDA tensors
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        return device.type == ("cpu" if interpreted else "cuda")
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _note_fallback(op: str, device_type: str) -> None:
+    warnings.warn(f"eqkernels: no fast backend for {op} on {device_type}; using the PyTorch "
+                  f"reference. eqkernels.backends() says why.", RuntimeWarning, stacklevel=3)
+
+
+def pick(op: str, device: torch.device, requested: str = "auto") -> str:
+    """Backend that runs `op` for tensors on `device`; `requested` forces one."""
+    if requested != "auto":
+        if requested not in BACKEND_NAMES:
+            raise ValueError(f"backend must be 'auto' or one of {BACKEND_NAMES}, got {requested!r}")
+        if not _usable(requested, device):
+            raise RuntimeError(f"backend {requested!r} cannot run {op} on {device.type}: "
+                               f"{backends()[requested][1]}")
+        return requested
+    for name in _PREFERENCE.get(device.type, ("reference",)):
+        if _usable(name, device):
+            if name == "reference":
+                _note_fallback(op, device.type)
+            return name
+    return "reference"

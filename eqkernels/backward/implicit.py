@@ -1,0 +1,44 @@
+"""Implicit (IFT) backward: gradients through z* = f(z*, x) without storing the solve.
+
+The returned tensor is f(z*) with one recorded application of f. A hook on it
+replaces the incoming gradient v by the solution of the adjoint fixed point
+g = J_f(z*)^T g + v, solved by the same solver machinery (per-sample stopping, no
+graph kept across iterations), so memory does not grow with the iteration count.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def implicit(f, z_star, *, adjoint_solver, adjoint_kwargs, on_info=None):
+    """f: (B, n) -> (B, n) recorded by autograd; z_star: (B, n) solution (detached).
+
+    adjoint_solver: a function like eqkernels.solvers.anderson(f, z0, **adjoint_kwargs).
+    on_info(info): called with the adjoint solve's SolverInfo after each backward.
+    """
+    z_star = z_star.detach().requires_grad_()
+    fz = f(z_star)
+
+    solving = [False]  # the VJPs below re-enter this hook (fz is their output): pass through
+
+    def solve_adjoint(v):
+        if solving[0] or v is None:  # None: no gradient flows in (e.g. gradcheck's zero outputs)
+            return v
+        solving[0] = True
+        try:
+            return _solve(v)
+        finally:
+            solving[0] = False
+
+    def _solve(v):
+        def adjoint_map(g):
+            vjp, = torch.autograd.grad(fz, z_star, g.to(fz.dtype), retain_graph=True)
+            return vjp + v
+
+        g, info = adjoint_solver(adjoint_map, v.detach().clone(), **adjoint_kwargs)
+        if on_info is not None:
+            on_info(info)
+        return g.to(v.dtype)
+
+    fz.register_hook(solve_adjoint)
+    return fz

@@ -1,0 +1,138 @@
+"""Fused Anderson mixing step: reference, and the dispatcher over its fast backends.
+
+One call advances every active sample of an Anderson solve by one step:
+
+1. residual bookkeeping (see `tracking.py`): g = f(z) - z, norms, divergence,
+   lowest-residual iterate, convergence against tol (converged samples freeze);
+2. safeguard: if the residual grew past `restart_growth` x the best so far,
+   the sample's history restarts (count = 0);
+3. push (z, g) into ring-buffer slot `count % m` and fill that slot's row and
+   column of the Gram matrix gram[i, j] = g_i . g_j (one new row, not m^2 dots);
+4. solve (gram_k + lam I) y = 1 over the k = min(count, m) valid slots by Cholesky
+   in float64, alpha = y / sum(y) -- the same constrained least-squares problem as
+   torchdeq's bordered system, so iterates match it;
+   if a Cholesky pivot is <= CHOL_PIVOT_RTOL x the largest diagonal (ill-conditioned)
+   or not finite, alpha is the one-hot of the new slot (a damped fixed-point step)
+   and the history restarts next step;
+5. z_out = sum_j alpha_j (X_j + beta G_j) for the samples still live.
+
+Frozen samples (inactive at entry, or converged/diverged this step) have z_out,
+their history and Gram rows left untouched. z_out may be z itself (in place).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from eqkernels import _backends
+from eqkernels.ops.tracking import SolveState, best_metric_of, track_residual_ref
+
+# A Cholesky pivot at or below this fraction of the largest diagonal entry marks
+# the small system as ill-conditioned; every backend uses this one number.
+CHOL_PIVOT_RTOL = 1e-12
+
+
+@dataclass
+class AndersonHistory:
+    """Ring-buffer history of one Anderson solve.
+
+    X:     (B, m, n) z.dtype   past iterates
+    G:     (B, m, n) z.dtype   their residuals f(x) - x
+    gram:  (B, m, m) float64   gram[i, j] = G_i . G_j over valid slots
+    count: (B,) int32          pushes since the last restart; next slot is count % m
+    """
+
+    X: torch.Tensor
+    G: torch.Tensor
+    gram: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def empty(cls, z0: torch.Tensor, m: int) -> "AndersonHistory":
+        B, n = z0.shape
+        return cls(
+            X=torch.zeros(B, m, n, dtype=z0.dtype, device=z0.device),
+            G=torch.zeros(B, m, n, dtype=z0.dtype, device=z0.device),
+            gram=torch.zeros(B, m, m, dtype=torch.float64, device=z0.device),
+            count=torch.zeros(B, dtype=torch.int32, device=z0.device),
+        )
+
+    @property
+    def m(self) -> int:
+        return self.X.shape[1]
+
+
+def anderson_step_ref(z, fz, z_out, state: SolveState, hist: AndersonHistory, *,
+                      tol: float, stop_mode: str, beta: float, lam: float,
+                      restart_growth: float) -> None:
+    """Plain-PyTorch Anderson step, in place on z_out, state and hist.
+
+    z, fz, z_out: (B, n) float32/float64 (z_out may alias z).
+    """
+    B, m = z.shape[0], hist.m
+    live, g, metric = track_residual_ref(z, fz, state, tol, stop_mode)
+
+    restart = live & (metric > restart_growth * best_metric_of(state, stop_mode))
+    hist.count.copy_(torch.where(restart, torch.zeros_like(hist.count), hist.count))
+    slot = (hist.count % m).long()
+    rows = torch.arange(B, device=z.device)[live]
+    live_slot = slot[live]
+    hist.X[rows, live_slot] = z[live]
+    hist.G[rows, live_slot] = g[live]
+    hist.count.copy_(torch.where(live, hist.count + 1, hist.count))
+    k = torch.clamp(hist.count, max=m).long()
+
+    dots = torch.einsum("bmn,bn->bm", hist.G.double(), g.double())
+    hist.gram[rows, live_slot, :] = dots[live]
+    hist.gram[rows, :, live_slot] = dots[live]
+
+    alpha, failed = _solve_mixing_weights(hist.gram, k, lam)
+    onehot = torch.nn.functional.one_hot(slot, m).double()
+    alpha = torch.where(failed[:, None], onehot, alpha)
+    hist.count.copy_(torch.where(live & failed, torch.zeros_like(hist.count), hist.count))
+
+    mixed = torch.einsum("bm,bmn->bn", alpha, hist.X.double() + beta * hist.G.double())
+    z_out.copy_(torch.where(live[:, None], mixed.to(z.dtype), z_out))
+
+
+def _solve_mixing_weights(gram, k, lam):
+    """alpha (B, m) float64 over the first k[b] slots, and failed (B,) bool."""
+    B, m, _ = gram.shape
+    valid = torch.arange(m, device=gram.device)[None, :] < k[:, None]
+    pair_valid = valid[:, :, None] & valid[:, None, :]
+    eye = torch.eye(m, dtype=torch.float64, device=gram.device).expand(B, m, m)
+    # Invalid slots become identity rows with a zero right-hand side: y = 0 there.
+    H = torch.where(pair_valid, gram + lam * eye, eye)
+    L, info = torch.linalg.cholesky_ex(H)
+    pivots = torch.diagonal(L, dim1=1, dim2=2) ** 2
+    max_diag = torch.where(valid, torch.diagonal(H, dim1=1, dim2=2), 0.0).amax(dim=1)
+    tiny = (valid & ~(pivots > CHOL_PIVOT_RTOL * max_diag[:, None])).any(dim=1)
+    rhs = valid.double()[:, :, None]
+    y = torch.cholesky_solve(rhs, L)[:, :, 0]
+    alpha = y / y.sum(dim=1, keepdim=True)
+    failed = (info != 0) | tiny | ~torch.isfinite(alpha).all(dim=1)
+    return torch.where(failed[:, None], torch.zeros_like(alpha), alpha), failed
+
+
+def anderson_step(z, fz, z_out, state: SolveState, hist: AndersonHistory, *,
+                  tol: float, stop_mode: str, beta: float, lam: float,
+                  restart_growth: float, backend: str = "auto") -> str:
+    """Dispatch one fused Anderson step; returns the name of the backend that ran.
+
+    backend: "auto" (fastest available for z's device), "reference", "cpp", "triton", "cuda".
+    """
+    name = _backends.pick("anderson_step", z.device, backend)
+    kwargs = dict(tol=tol, stop_mode=stop_mode, beta=beta, lam=lam, restart_growth=restart_growth)
+    if name == "reference":
+        anderson_step_ref(z, fz, z_out, state, hist, **kwargs)
+    elif name == "triton":
+        from eqkernels.ops.triton.anderson_mix import anderson_step_triton
+        anderson_step_triton(z, fz, z_out, state, hist, **kwargs)
+    else:  # "cpp" and "cuda" are both served by the compiled extension, by device
+        _backends.extension().anderson_step(
+            z, fz, z_out, state.active, state.converged, state.diverged, state.nstep,
+            state.abs_res, state.rel_res, state.best_abs, state.best_rel, state.best_z,
+            hist.X, hist.G, hist.gram, hist.count,
+            float(tol), stop_mode == "rel", float(beta), float(lam), float(restart_growth))
+    return name

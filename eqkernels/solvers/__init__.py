@@ -1,0 +1,18 @@
+"""Batched fixed-point solvers with per-sample stopping: fixed_point, anderson, broyden."""
+from eqkernels.solvers.anderson import anderson
+from eqkernels.solvers.base import DivergenceError, SolverInfo
+from eqkernels.solvers.broyden import broyden
+from eqkernels.solvers.fixed_point import fixed_point
+
+SOLVERS = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden}
+
+
+def get_solver(name):
+    """The solver function called `name`; raises ValueError listing the choices."""
+    if name not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {name!r}")
+    return SOLVERS[name]
+
+
+__all__ = ["anderson", "broyden", "fixed_point", "get_solver", "SOLVERS", "SolverInfo",
+           "DivergenceError"]

@@ -1,0 +1,126 @@
+"""The iteration loop every solver shares, its options, and what it reports.
+
+A solver is a `make_step(z0)` that sets up its own state (history, ...) and returns
+`step(z, fz, state)`, which advances z in place for the samples still active in
+`state`; this loop evaluates f, calls the step, and asks the device
+whether anything is still active only every `check_every` steps.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from eqkernels.ops.tracking import STOP_MODES, SolveState
+
+ON_DIVERGE = ("warn", "raise", "ignore")
+# How often the loop looks at the device for "all samples done". On the CPU the
+# look is free; on a GPU each one is a host sync, so it is amortised.
+DEFAULT_CHECK_EVERY = {"cpu": 1, "cuda": 16}
+
+
+class DivergenceError(FloatingPointError):
+    """Raised (with on_diverge="raise") when some sample's residual became NaN/Inf."""
+
+
+@dataclass
+class SolverInfo:
+    """What a solve did, per sample (leading dimension B).
+
+    nstep: (B,) int32 f evaluations used; abs_residual, rel_residual: (B,) residual of the
+    returned iterate; converged, diverged: (B,) bool; trajectory: (T, B) abs residual after
+    each step, or None; spectral_radius: (B,) estimate of rho(J_f) at z*, when asked for.
+    """
+
+    nstep: torch.Tensor
+    abs_residual: torch.Tensor
+    rel_residual: torch.Tensor
+    converged: torch.Tensor
+    diverged: torch.Tensor
+    solver: str
+    backend: str
+    trajectory: Optional[torch.Tensor] = None
+    spectral_radius: Optional[torch.Tensor] = None
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        B = self.nstep.numel()
+        return (f"{self.solver} [{self.backend}]: {int(self.converged.sum())}/{B} converged, "
+                f"{int(self.diverged.sum())} diverged, nstep median "
+                f"{int(self.nstep.median())} max {int(self.nstep.max())}, "
+                f"max abs residual {float(self.abs_residual.max()):.3e}")
+
+
+def validate_options(z0, *, max_iter, tol, stop_mode, check_every, on_diverge):
+    if not isinstance(z0, torch.Tensor) or z0.dim() != 2:
+        raise ValueError(f"z0 must be a (B, n) tensor, got "
+                         f"{tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__}")
+    if z0.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"z0 must be float32 or float64 (solver state), got {z0.dtype}")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    if check_every is not None and (not isinstance(check_every, int) or check_every < 1):
+        raise ValueError(f"check_every must be an int >= 1 or None, got {check_every!r}")
+    if on_diverge not in ON_DIVERGE:
+        raise ValueError(f"on_diverge must be one of {ON_DIVERGE}, got {on_diverge!r}")
+
+
+def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, max_iter: int,
+            tol: float, stop_mode: str = "abs", check_every: Optional[int] = None,
+            on_diverge: str = "warn", trajectory: bool = False):
+    """Run `step` until every sample has converged or diverged, or max_iter.
+
+    f: (B, n) -> (B, n); z0: (B, n) float32/float64.
+    make_step(z0) -> step; step(z, fz, state) -> backend name, advances z in place.
+    Returns (z, info): z (B, n) the lowest-residual iterate of each sample.
+    """
+    validate_options(z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
+                     check_every=check_every, on_diverge=on_diverge)
+    if check_every is None:
+        check_every = DEFAULT_CHECK_EVERY.get(z0.device.type, 16)
+    step = make_step(z0)
+    state = SolveState.start(z0)
+    z = z0.clone()
+    trace = []
+    backend = "none"
+    for it in range(1, max_iter + 1):
+        fz = _evaluate(f, z)
+        backend = step(z, fz, state)
+        if trajectory:
+            trace.append(state.abs_res.clone())
+        if it % check_every == 0 and not bool(state.active.any()):
+            break
+    info = SolverInfo(nstep=state.nstep, abs_residual=state.best_abs, rel_residual=state.best_rel,
+                      converged=state.converged, diverged=state.diverged, solver=solver,
+                      backend=backend, trajectory=torch.stack(trace) if trace else None)
+    _report_divergence(info, on_diverge)
+    return state.best_z, info
+
+
+def _evaluate(f, z):
+    fz = f(z)
+    if not isinstance(fz, torch.Tensor) or fz.shape != z.shape:
+        raise ValueError(f"f(z) must return a tensor of shape {tuple(z.shape)}, got "
+                         f"{tuple(fz.shape) if isinstance(fz, torch.Tensor) else type(fz).__name__}")
+    # The block may run in low precision; solver state stays in z's dtype.
+    return fz.to(z.dtype).contiguous()
+
+
+def _report_divergence(info: SolverInfo, on_diverge: str) -> None:
+    if on_diverge == "ignore":
+        return
+    n_bad = int(info.diverged.sum())
+    if n_bad == 0:
+        return
+    msg = (f"{info.solver}: {n_bad} of {info.diverged.numel()} samples produced NaN/Inf; they "
+           f"were frozen and their lowest-residual finite iterate is returned "
+           f"(info.diverged marks them)")
+    if on_diverge == "raise":
+        raise DivergenceError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)
