@@ -115,24 +115,40 @@ def _solve_mixing_weights(gram, k, lam):
     return torch.where(failed[:, None], torch.zeros_like(alpha), alpha), failed
 
 
+def _anderson_step_triton(z, fz, z_out, state, hist, **params):
+    from eqkernels.ops.triton.anderson_mix import anderson_step_triton
+    anderson_step_triton(z, fz, z_out, state, hist, **params)
+
+
+def _anderson_step_compiled(z, fz, z_out, state, hist, *, tol, stop_mode, beta, lam,
+                            restart_growth):
+    # "cpp" and "cuda" are both served by the compiled extension, by device.
+    _backends.extension().anderson_step(
+        z, fz, z_out, state.active, state.converged, state.diverged, state.nstep,
+        state.abs_res, state.rel_res, state.best_abs, state.best_rel, state.best_z,
+        hist.X, hist.G, hist.gram, hist.count,
+        float(tol), stop_mode == "rel", float(beta), float(lam), float(restart_growth))
+
+
+_IMPLEMENTATIONS = {"reference": anderson_step_ref, "triton": _anderson_step_triton,
+                    "cpp": _anderson_step_compiled, "cuda": _anderson_step_compiled}
+
+
+def resolve_anderson_step(device: torch.device, backend: str = "auto"):
+    """(backend name, step function) for tensors on `device`; resolve once per solve.
+
+    backend: "auto" (fastest available for the device), "reference", "cpp", "triton", "cuda".
+    The function has anderson_step_ref's signature.
+    """
+    name = _backends.pick("anderson_step", device, backend)
+    return name, _IMPLEMENTATIONS[name]
+
+
 def anderson_step(z, fz, z_out, state: SolveState, hist: AndersonHistory, *,
                   tol: float, stop_mode: str, beta: float, lam: float,
                   restart_growth: float, backend: str = "auto") -> str:
-    """Dispatch one fused Anderson step; returns the name of the backend that ran.
-
-    backend: "auto" (fastest available for z's device), "reference", "cpp", "triton", "cuda".
-    """
-    name = _backends.pick("anderson_step", z.device, backend)
-    kwargs = dict(tol=tol, stop_mode=stop_mode, beta=beta, lam=lam, restart_growth=restart_growth)
-    if name == "reference":
-        anderson_step_ref(z, fz, z_out, state, hist, **kwargs)
-    elif name == "triton":
-        from eqkernels.ops.triton.anderson_mix import anderson_step_triton
-        anderson_step_triton(z, fz, z_out, state, hist, **kwargs)
-    else:  # "cpp" and "cuda" are both served by the compiled extension, by device
-        _backends.extension().anderson_step(
-            z, fz, z_out, state.active, state.converged, state.diverged, state.nstep,
-            state.abs_res, state.rel_res, state.best_abs, state.best_rel, state.best_z,
-            hist.X, hist.G, hist.gram, hist.count,
-            float(tol), stop_mode == "rel", float(beta), float(lam), float(restart_growth))
+    """One fused Anderson step on the chosen backend; returns the backend's name."""
+    name, step = resolve_anderson_step(z.device, backend)
+    step(z, fz, z_out, state, hist, tol=tol, stop_mode=stop_mode, beta=beta, lam=lam,
+         restart_growth=restart_growth)
     return name

@@ -1,7 +1,7 @@
 """Anderson acceleration (type II), one fused `anderson_step` per iteration."""
 from __future__ import annotations
 
-from eqkernels.ops.anderson_mix import AndersonHistory, anderson_step
+from eqkernels.ops.anderson_mix import AndersonHistory, resolve_anderson_step
 from eqkernels.solvers.base import iterate
 
 MAX_HISTORY = 16  # the fused kernels keep the small system on the stack / in registers
@@ -30,10 +30,13 @@ def anderson(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=6, lam=1e-4, be
 
     def make_step(z0):
         hist = AndersonHistory.empty(z0, m)
+        name, fused_step = resolve_anderson_step(z0.device, backend)
+        params = dict(tol=tol, stop_mode=stop_mode, beta=beta, lam=lam,
+                      restart_growth=restart_growth)
 
         def step(z, fz, state):
-            return anderson_step(z, fz, z, state, hist, tol=tol, stop_mode=stop_mode, beta=beta,
-                                 lam=lam, restart_growth=restart_growth, backend=backend)
+            fused_step(z, fz, z, state, hist, **params)
+            return name
         return step
 
     return iterate(f, z0, make_step, solver="anderson", max_iter=max_iter, tol=tol,
