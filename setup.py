@@ -25,7 +25,7 @@ def _extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-fopenmp", "-std=c++17"]
+    cxx = ["-O3", "-fopenmp", "-std=c++20"]
     if not _flag("EQK_NO_NATIVE"):
         cxx.append("-march=native")
     want_cuda = not _flag("EQK_SKIP_CUDA") and CUDA_HOME is not None and (

@@ -12,7 +12,9 @@ void check_anderson_args(const std::vector<torch::Tensor>& ts) {
   }
 }
 
-void anderson_step(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor z_out,
+// Returns the number of samples still active after the step, or -1 where counting them would
+// cost a device sync (CUDA).
+int64_t anderson_step(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor z_out,
                    torch::Tensor active, torch::Tensor converged, torch::Tensor diverged,
                    torch::Tensor nstep, torch::Tensor abs_res, torch::Tensor rel_res,
                    torch::Tensor best_abs, torch::Tensor best_rel, torch::Tensor best_z,
@@ -44,11 +46,13 @@ void anderson_step(const torch::Tensor& z, const torch::Tensor& fz, torch::Tenso
 #ifdef EQK_WITH_CUDA
     eqk::anderson_step_cuda(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
                             best_abs, best_rel, best_z, X, G, gram, count, p);
+    return -1;
 #else
     TORCH_CHECK(false, "eqkernels was built without CUDA kernels");
+    return -1;
 #endif
   } else {
-    eqk::anderson_step_cpu(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+    return eqk::anderson_step_cpu(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
                            best_abs, best_rel, best_z, X, G, gram, count, p);
   }
 }

@@ -5,7 +5,8 @@
 
 namespace eqk {
 
-// One fused Anderson step, in place on z_out and on the state/history tensors.
+// One fused Anderson step, in place on z_out and on the state/history tensors. The CPU version
+// returns the number of samples still active afterwards (the CUDA one does not: it would sync).
 // Semantics: eqkernels/ops/anderson_mix.py (anderson_step_ref is the reference).
 //   z, fz, z_out, best_z: (B, n)  X, G: (B, m, n)  -- float32 or float64, contiguous
 //   gram: (B, m, m) float64   count, nstep: (B,) int32
@@ -18,7 +19,7 @@ struct AndersonParams {
   double restart_growth;
 };
 
-void anderson_step_cpu(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
+int64_t anderson_step_cpu(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
                        torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
                        torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
                        torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,

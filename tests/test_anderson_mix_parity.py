@@ -1,4 +1,7 @@
-"""Every fast backend of the fused Anderson step against the PyTorch reference."""
+"""Every fast backend of the fused Anderson step against the PyTorch reference.
+
+On a machine without a GPU the CUDA cases skip; Triton runs interpreted on CPU tensors.
+"""
 import copy
 import random
 
@@ -9,16 +12,20 @@ from eqkernels import _backends
 from eqkernels.ops.anderson_mix import AndersonHistory, anderson_step, anderson_step_ref
 from eqkernels.ops.tracking import SolveState
 
-FAST_BACKENDS = ["cpp", "triton"]
+# (backend, device type) pairs; each is skipped where this machine cannot run it.
+FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
+BACKEND_IDS = [f"{b}-{d}" for b, d in FAST_BACKENDS]
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-def _require(backend):
-    if not _backends._usable(backend, torch.device("cpu")):
-        pytest.skip(f"{backend}: {_backends.backends()[backend][1]}")
+def _require(backend, device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if not _backends._usable(backend, torch.device(device)):
+        pytest.skip(f"{backend} on {device}: {_backends.backends()[backend][1]}")
 
 
-def make_case(B, n, m, dtype, seed):
+def make_case(B, n, m, dtype, seed, device="cpu"):
     """A mid-solve state with a mix of live, converging, diverging, frozen and restarting samples."""
     gen = torch.Generator().manual_seed(seed)
     rnd = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)
@@ -26,24 +33,25 @@ def make_case(B, n, m, dtype, seed):
     scale = torch.exp(rnd(B, 1) * 2)  # residual norms spread over several decades
     fz = z + scale * rnd(B, n) / max(n, 1) ** 0.5
     fz[torch.rand(B, generator=gen) < 0.05] = float("nan")
-    state = SolveState.start(z.to(dtype))
+    z_dev = z.to(device, dtype)
+    state = SolveState.start(z_dev)
     state.active.copy_(torch.rand(B, generator=gen) < 0.85)
     state.nstep.copy_(torch.randint(0, 50, (B,), generator=gen, dtype=torch.int32))
     state.best_abs.copy_((torch.exp(rnd(B) * 2)).to(dtype))
     state.best_rel.copy_(state.best_abs / (1 + torch.rand(B, generator=gen, dtype=dtype)))
     state.best_z.copy_(rnd(B, n).to(dtype))
-    hist = AndersonHistory.empty(z.to(dtype), m)
+    hist = AndersonHistory.empty(z_dev, m)
     hist.X.copy_(rnd(B, m, n).to(dtype))
     hist.G.copy_((scale[:, :, None] * rnd(B, m, n) / max(n, 1) ** 0.5).to(dtype))
     hist.count.copy_(torch.randint(0, 2 * m + 1, (B,), generator=gen, dtype=torch.int32))
     G64 = hist.G.double()
     hist.gram.copy_(G64 @ G64.transpose(1, 2))
-    return z.to(dtype), fz.to(dtype), state, hist
+    return z_dev, fz.to(device, dtype), state, hist
 
 
 def _valid_gram(hist):
     k = torch.clamp(hist.count, max=hist.m)
-    idx = torch.arange(hist.m)
+    idx = torch.arange(hist.m, device=hist.count.device)
     valid = (idx[None, :] < k[:, None])
     return torch.where(valid[:, :, None] & valid[:, None, :], hist.gram, torch.zeros_like(hist.gram))
 
@@ -75,32 +83,32 @@ SHAPES = [(1, 1, 1), (3, 7, 2), (8, 128, 5), (64, 256, 6), (17, 1000, 8), (300, 
           (5, 5000, 7), (250, 1025, 4)]
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("backend,device", FAST_BACKENDS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("B,n,m", SHAPES)
-def test_step_matches_reference(backend, B, n, m):
-    _require(backend)
-    if backend == "triton" and B * n * m > 2_000_000:
+def test_step_matches_reference(backend, device, B, n, m):
+    _require(backend, device)
+    if backend == "triton" and device == "cpu" and B * n * m > 2_000_000:
         pytest.skip("too slow under the Triton interpreter")
     seed = random.randrange(2**31)
-    z, fz, state, hist = make_case(B, n, m, torch.float32, seed)
+    z, fz, state, hist = make_case(B, n, m, torch.float32, seed, device)
     params = dict(tol=0.05, stop_mode=random.choice(["abs", "rel"]), beta=random.uniform(0.3, 1.0),
                   lam=1e-4, restart_growth=random.choice([2.0, 10.0, float("inf")]))
     _assert_same_step(z, fz, state, hist, backend, params)
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_step_matches_reference_float64(backend):
-    _require(backend)
-    z, fz, state, hist = make_case(37, 300, 5, torch.float64, random.randrange(2**31))
+@pytest.mark.parametrize("backend,device", FAST_BACKENDS, ids=BACKEND_IDS)
+def test_step_matches_reference_float64(backend, device):
+    _require(backend, device)
+    z, fz, state, hist = make_case(37, 300, 5, torch.float64, random.randrange(2**31), device)
     params = dict(tol=0.05, stop_mode="abs", beta=0.8, lam=1e-6, restart_growth=10.0)
     _assert_same_step(z, fz, state, hist, backend, params)
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_ill_conditioned_history_restarts(backend):
+@pytest.mark.parametrize("backend,device", FAST_BACKENDS, ids=BACKEND_IDS)
+def test_ill_conditioned_history_restarts(backend, device):
     """Identical history columns with lam=0 make the Gram matrix singular: damped step + restart."""
-    _require(backend)
-    z, fz, state, hist = make_case(6, 50, 4, torch.float64, random.randrange(2**31))
+    _require(backend, device)
+    z, fz, state, hist = make_case(6, 50, 4, torch.float64, random.randrange(2**31), device)
     state.active.fill_(True)
     state.best_abs.fill_(float("inf"))
     state.best_rel.fill_(float("inf"))
@@ -116,18 +124,18 @@ def test_ill_conditioned_history_restarts(backend):
     assert (hist.count == 0).all()
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_full_solve_matches_reference(backend):
+@pytest.mark.parametrize("backend,device", FAST_BACKENDS, ids=BACKEND_IDS)
+def test_full_solve_matches_reference(backend, device):
     """Same stopping decisions along a whole solve of a random contractive map."""
-    _require(backend)
+    _require(backend, device)
     from eqkernels.solvers import anderson
     torch.manual_seed(random.randrange(2**31))
     B, n = 12, 64
-    W = torch.randn(n, n, dtype=torch.float64)
+    W = torch.randn(n, n, dtype=torch.float64, device=device)
     W *= 0.9 / torch.linalg.matrix_norm(W, ord=2)
-    x = torch.randn(B, n, dtype=torch.float64)
+    x = torch.randn(B, n, dtype=torch.float64, device=device)
     f = lambda z: torch.tanh(z @ W.T + x)
-    z0 = torch.zeros(B, n, dtype=torch.float64)
+    z0 = torch.zeros(B, n, dtype=torch.float64, device=device)
     z_ref, info_ref = anderson(f, z0, max_iter=200, tol=1e-10, m=5, backend="reference")
     z_fast, info_fast = anderson(f, z0, max_iter=200, tol=1e-10, m=5, backend=backend)
     assert info_fast.backend == backend

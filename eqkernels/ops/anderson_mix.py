@@ -122,12 +122,14 @@ def _anderson_step_triton(z, fz, z_out, state, hist, **params):
 
 def _anderson_step_compiled(z, fz, z_out, state, hist, *, tol, stop_mode, beta, lam,
                             restart_growth):
-    # "cpp" and "cuda" are both served by the compiled extension, by device.
-    _backends.extension().anderson_step(
+    # "cpp" and "cuda" are both served by the compiled extension, by device. The CPU
+    # kernel also counts the samples still active (-1 from CUDA: that would be a sync).
+    n_active = _backends.extension().anderson_step(
         z, fz, z_out, state.active, state.converged, state.diverged, state.nstep,
         state.abs_res, state.rel_res, state.best_abs, state.best_rel, state.best_z,
         hist.X, hist.G, hist.gram, hist.count,
         float(tol), stop_mode == "rel", float(beta), float(lam), float(restart_growth))
+    return n_active if n_active >= 0 else None
 
 
 _IMPLEMENTATIONS = {"reference": anderson_step_ref, "triton": _anderson_step_triton,
@@ -138,7 +140,8 @@ def resolve_anderson_step(device: torch.device, backend: str = "auto"):
     """(backend name, step function) for tensors on `device`; resolve once per solve.
 
     backend: "auto" (fastest available for the device), "reference", "cpp", "triton", "cuda".
-    The function has anderson_step_ref's signature.
+    The function has anderson_step_ref's signature; it returns the number of samples
+    still active after the step where the backend knows it for free (C++ CPU), else None.
     """
     name = _backends.pick("anderson_step", device, backend)
     return name, _IMPLEMENTATIONS[name]

@@ -1,0 +1,410 @@
+// Fused Anderson step, CPU. Semantics: eqkernels/ops/anderson_mix.py (anderson_step_ref).
+//
+// One sample at a time (samples are independent; OpenMP over the batch when the work is
+// large enough to pay for the fork/join). Per sample:
+//   pass 1  reads z, fz and the history rows G_j that stay valid, in blocks of BLK elements:
+//           |g|^2, |fz|^2 and g . G_j, all accumulated in double;
+//   decide  bookkeeping (nstep, residuals, divergence, best iterate, convergence), restart,
+//           ring-buffer slot, Gram row/column, k x k Cholesky solve for the mixing weights;
+//   pass 2  writes best_z (if improved), X[slot] = z, G[slot] = g, and
+//           z_out = sum_j alpha_j (X_j + beta G_j), again in blocks.
+// z_out may alias z: within a block every z element is read (first loop) before the block's
+// z_out elements are written (last loop), and later blocks only touch later elements.
+// No heap allocation and no torch op inside the call: raw pointers, small stack arrays.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "../ops.h"
+
+namespace eqk {
+namespace {
+
+// Same numbers as the Python reference (anderson_mix.CHOL_PIVOT_RTOL, tracking.REL_EPS).
+constexpr double CHOL_PIVOT_RTOL = 1e-12;
+constexpr double REL_EPS = 1e-9;
+constexpr int MAX_HISTORY = 16;       // solvers.anderson.MAX_HISTORY
+constexpr int64_t BLK = 512;          // elements per block of the two passes (stays in L1)
+// Fork/join of an OpenMP team costs a few microseconds; below this many element-row visits
+// (B * n * (m + 2)) one thread finishes first. Measured on a 2-core EPYC (AVX2): the team pays
+// off from about B * n = 4096 at m = 6 (a serial step there takes ~10 us).
+constexpr int64_t OMP_MIN_WORK = int64_t(1) << 15;
+
+template <typename T>
+struct Args {
+  const T* z;
+  const T* fz;
+  T* z_out;
+  bool* active;
+  bool* converged;
+  bool* diverged;
+  int32_t* nstep;
+  T* abs_res;
+  T* rel_res;
+  T* best_abs;
+  T* best_rel;
+  T* best_z;
+  T* X;
+  T* G;
+  double* gram;
+  int32_t* count;
+  int64_t n;
+  int m;
+  AndersonParams p;
+};
+
+// ---- vector helpers: 4 elements of T widened to 4 doubles (GCC/Clang vector extensions; the
+// compiler lowers them to AVX2 / AVX-512 / SSE2 as -march allows). Explicit vectors, because
+// auto-vectorisation of these loops turned out fragile (unroll-and-jam left the mix scalar). ----
+typedef double vd __attribute__((vector_size(32)));
+// Element-aligned vector types for unaligned loads/stores; as vectors of float/double they alias
+// only float/double (not the pointer arrays the loops read), unlike memcpy.
+typedef double vd_u __attribute__((vector_size(32), aligned(8)));
+typedef float vf_u __attribute__((vector_size(16), aligned(4)));
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef vf_u type;
+};
+template <>
+struct Vec<double> {
+  typedef vd_u type;
+};
+constexpr int64_t VW = 4;  // lanes of vd
+
+template <typename T>
+inline typename Vec<T>::type vload(const T* p) {
+  return *reinterpret_cast<const typename Vec<T>::type*>(p);
+}
+template <typename T>
+inline void vstore(T* p, typename Vec<T>::type v) {
+  *reinterpret_cast<typename Vec<T>::type*>(p) = v;
+}
+template <typename T>
+inline vd widen(typename Vec<T>::type v);
+template <>
+inline vd widen<double>(vd_u v) {
+  return v;
+}
+template <>
+inline vd widen<float>(vf_u v) {
+#if defined(__AVX__)
+  return (vd)_mm256_cvtps_pd((__m128)v);  // GCC 12 splits __builtin_convertvector into halves
+#else
+  return __builtin_convertvector(v, vd);
+#endif
+}
+template <typename T>
+inline typename Vec<T>::type narrow(vd v);
+template <>
+inline vd_u narrow<double>(vd v) {
+  return v;
+}
+template <>
+inline vf_u narrow<float>(vd v) {
+  return __builtin_convertvector(v, vf_u);  // one vcvtpd2ps
+}
+inline double hsum(vd v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
+// g = fz - z (rounded to T) of one block, widened into gbuf; adds |g|^2 and |fz|^2 to gg, ff.
+template <typename T>
+inline void residual_block(const T* z, const T* fz, int64_t len, double* gbuf, double& gg,
+                           double& ff) {
+  vd sg0 = {0, 0, 0, 0}, sg1 = sg0, sf0 = sg0, sf1 = sg0;
+  int64_t i = 0;
+  for (; i + 2 * VW <= len; i += 2 * VW) {
+    const vd f0 = widen<T>(vload(fz + i)), f1 = widen<T>(vload(fz + i + VW));
+    const vd g0 = widen<T>(vload(fz + i) - vload(z + i));
+    const vd g1 = widen<T>(vload(fz + i + VW) - vload(z + i + VW));
+    vstore<double>(gbuf + i, g0);
+    vstore<double>(gbuf + i + VW, g1);
+    sg0 += g0 * g0;
+    sg1 += g1 * g1;
+    sf0 += f0 * f0;
+    sf1 += f1 * f1;
+  }
+  double sg = hsum(sg0 + sg1), sf = hsum(sf0 + sf1);
+  for (; i < len; ++i) {
+    const double g = double(T(fz[i] - z[i]));
+    gbuf[i] = g;
+    sg += g * g;
+    sf += double(fz[i]) * double(fz[i]);
+  }
+  gg += sg;
+  ff += sf;
+}
+
+// sum_i gbuf[i] * row[i], four independent partial sums.
+template <typename T>
+inline double dot_block(const double* gbuf, const T* row, int64_t len) {
+  vd s0 = {0, 0, 0, 0}, s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 4 * VW <= len; i += 4 * VW) {
+    s0 += vd(vload(gbuf + i)) * widen<T>(vload(row + i));
+    s1 += vd(vload(gbuf + i + VW)) * widen<T>(vload(row + i + VW));
+    s2 += vd(vload(gbuf + i + 2 * VW)) * widen<T>(vload(row + i + 2 * VW));
+    s3 += vd(vload(gbuf + i + 3 * VW)) * widen<T>(vload(row + i + 3 * VW));
+  }
+  for (; i + VW <= len; i += VW) {
+    s0 += vd(vload(gbuf + i)) * widen<T>(vload(row + i));
+  }
+  double s = hsum((s0 + s1) + (s2 + s3));
+  for (; i < len; ++i) s += gbuf[i] * double(row[i]);
+  return s;
+}
+
+// Pass 2 of one sample with R (compile time) other history rows:
+//   X[slot] = z, G[slot] = g, z_out = a_slot (z + beta g) + sum_r a_r (X_r + beta G_r).
+// Each element of z is loaded before the same element of z_out is stored (z_out may be z).
+template <typename T, int R>
+inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* zo, const T* const* xr,
+                         const T* const* gr, const double* ar, double a_slot, double beta,
+                         int64_t n) {
+  const vd vb = {beta, beta, beta, beta}, vas = {a_slot, a_slot, a_slot, a_slot};
+  int64_t i = 0;
+  for (; i + VW <= n; i += VW) {
+    const auto zt = vload(z + i);
+    const auto gt = vload(fz + i) - zt;
+    vstore(Xs + i, zt);
+    vstore(Gs + i, gt);
+    vd acc = vas * (widen<T>(zt) + vb * widen<T>(gt));
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+      acc += ar[r] * (widen<T>(vload(xr[r] + i)) + vb * widen<T>(vload(gr[r] + i)));
+    vstore(zo + i, narrow<T>(acc));
+  }
+  for (; i < n; ++i) {
+    const T zi = z[i];
+    const T g = fz[i] - zi;
+    Xs[i] = zi;
+    Gs[i] = g;
+    double acc = a_slot * (double(zi) + beta * double(g));
+    for (int r = 0; r < R; ++r) acc += ar[r] * (double(xr[r][i]) + beta * double(gr[r][i]));
+    zo[i] = T(acc);
+  }
+}
+
+template <typename T>
+using PushMixFn = void (*)(const T*, const T*, T*, T*, T*, const T* const*, const T* const*,
+                           const double*, double, double, int64_t);
+
+template <typename T, int... R>
+constexpr std::array<PushMixFn<T>, sizeof...(R)> make_push_mix_table(
+    std::integer_sequence<int, R...>) {
+  return {&push_and_mix<T, R>...};  // entry r mixes r other history rows
+}
+
+// Solves (gram_K + lam I) y = 1 over the first K slots (gram: row stride m, lower triangle
+// read), alpha = y / sum(y). Returns false when a pivot is not > CHOL_PIVOT_RTOL x the largest
+// diagonal entry (or not > 0, or not finite), or alpha is not finite.
+// The factorisation is the square-root-free form H = L D L^T of the Cholesky one: D_j is exactly
+// the Cholesky pivot L_jj^2 (the number the Python reference tests), one division per column
+// instead of a sqrt and a division, and K is a compile-time constant so the whole solve unrolls
+// (it is latency-bound and runs once per sample per step).
+template <int K>
+bool solve_mixing_weights(const double* gram, int m, double lam, double* alpha) {
+  double L[K][K], W[K][K], Dinv[K];  // W[i][j] = L[i][j] * D[j]
+  double max_diag = 0.0;
+#pragma GCC unroll 16
+  for (int i = 0; i < K; ++i) max_diag = std::max(max_diag, gram[i * m + i] + lam);
+  const double thresh = CHOL_PIVOT_RTOL * max_diag;
+#pragma GCC unroll 16
+  for (int j = 0; j < K; ++j) {
+    double d = gram[j * m + j] + lam;
+#pragma GCC unroll 16
+    for (int q = 0; q < j; ++q) d -= L[j][q] * W[j][q];
+    if (!(d > thresh) || !(d > 0.0) || !std::isfinite(d)) return false;
+    Dinv[j] = 1.0 / d;
+#pragma GCC unroll 16
+    for (int i = j + 1; i < K; ++i) {
+      double t = gram[i * m + j];
+#pragma GCC unroll 16
+      for (int q = 0; q < j; ++q) t -= L[i][q] * W[j][q];
+      W[i][j] = t;
+      L[i][j] = t * Dinv[j];
+    }
+  }
+  double u[K];
+#pragma GCC unroll 16
+  for (int i = 0; i < K; ++i) {  // L u = 1 (L unit lower triangular)
+    double t = 1.0;
+#pragma GCC unroll 16
+    for (int q = 0; q < i; ++q) t -= L[i][q] * u[q];
+    u[i] = t;
+  }
+  double sum = 0.0;
+#pragma GCC unroll 16
+  for (int i = K - 1; i >= 0; --i) {  // L^T y = D^-1 u
+    double t = u[i] * Dinv[i];
+#pragma GCC unroll 16
+    for (int q = i + 1; q < K; ++q) t -= L[q][i] * alpha[q];
+    alpha[i] = t;
+    sum += t;
+  }
+  const double inv_sum = 1.0 / sum;
+  bool finite = std::isfinite(inv_sum);
+#pragma GCC unroll 16
+  for (int i = 0; i < K; ++i) {
+    alpha[i] *= inv_sum;
+    finite &= std::isfinite(alpha[i]);
+  }
+  return finite;
+}
+
+using SolveFn = bool (*)(const double*, int, double, double*);
+template <int... K>
+constexpr std::array<SolveFn, sizeof...(K)> make_solve_table(std::integer_sequence<int, K...>) {
+  return {&solve_mixing_weights<K + 1>...};  // entry k - 1 solves k x k
+}
+constexpr auto kSolve = make_solve_table(std::make_integer_sequence<int, MAX_HISTORY>{});
+
+template <typename T>
+inline void step_sample(const Args<T>& a, int64_t b) {
+  if (!a.active[b]) return;
+  const int64_t n = a.n;
+  const int m = a.m;
+  const T* z = a.z + b * n;  // z_out may alias it: no __restrict anywhere here
+  const T* fz = a.fz + b * n;
+  T* Xb = a.X + b * m * n;
+  T* Gb = a.G + b * m * n;
+  double* gram = a.gram + b * m * m;
+
+  // Rows that stay valid if the history does not restart: the old valid slots minus the one
+  // about to be overwritten. (On a restart k becomes 1 and none of their dots are used.)
+  const int32_t count_in = a.count[b];
+  const int k_old = std::min<int32_t>(count_in, m);
+  const int slot_keep = count_in % m;
+  int others[MAX_HISTORY];
+  int n_others = 0;
+  for (int j = 0; j < k_old; ++j)
+    if (j != slot_keep) others[n_others++] = j;
+
+  // ---- pass 1: norms and dots, block by block so g stays in L1 ----
+  double gg = 0.0, ff = 0.0;
+  double dots[MAX_HISTORY];
+  for (int o = 0; o < n_others; ++o) dots[o] = 0.0;
+  alignas(64) double gbuf[BLK];
+  for (int64_t i0 = 0; i0 < n; i0 += BLK) {
+    const int64_t len = std::min(BLK, n - i0);
+    residual_block<T>(z + i0, fz + i0, len, gbuf, gg, ff);
+    for (int o = 0; o < n_others; ++o) dots[o] += dot_block<T>(gbuf, Gb + others[o] * n + i0, len);
+  }
+
+  // ---- decisions (tracking.track_residual_ref, then the Anderson update) ----
+  a.nstep[b] += 1;
+  const double absv = std::sqrt(gg);
+  const double fzn = std::sqrt(ff);
+  const double rel = absv / (fzn + REL_EPS);
+  a.abs_res[b] = T(absv);
+  a.rel_res[b] = T(rel);
+  if (!std::isfinite(absv) || !std::isfinite(fzn)) {
+    a.diverged[b] = true;
+    a.active[b] = false;
+    return;
+  }
+  const bool stop_rel = a.p.stop_rel;
+  const double metric = stop_rel ? rel : absv;
+  double best = stop_rel ? double(a.best_rel[b]) : double(a.best_abs[b]);
+  const bool improved = metric < best;
+  if (improved) {
+    a.best_abs[b] = T(absv);
+    a.best_rel[b] = T(rel);
+    best = stop_rel ? double(a.best_rel[b]) : double(a.best_abs[b]);
+    std::memcpy(a.best_z + b * n, z, sizeof(T) * n);  // before z_out (maybe z) is written
+  }
+  if (metric < a.p.tol) {
+    a.converged[b] = true;
+    a.active[b] = false;
+    return;
+  }
+  const bool restart = metric > a.p.restart_growth * best;
+  const int32_t cnt = restart ? 0 : count_in;
+  const int slot = cnt % m;
+  const int k = std::min<int32_t>(cnt + 1, m);
+  if (restart) n_others = 0;  // k == 1: only the new slot is valid
+
+  for (int o = 0; o < n_others; ++o) {
+    const int j = others[o];
+    gram[slot * m + j] = dots[o];
+    gram[j * m + slot] = dots[o];
+  }
+  gram[slot * m + slot] = gg;
+
+  double alpha[MAX_HISTORY];
+  const bool ok = kSolve[k - 1](gram, m, a.p.lam, alpha);
+  a.count[b] = ok ? cnt + 1 : 0;
+  if (!ok) n_others = 0;  // alpha = one-hot of the new slot: z_out = z + beta g
+
+  // ---- pass 2: push (z, g) into the slot and mix ----
+  const T* xr[MAX_HISTORY];
+  const T* gr[MAX_HISTORY];
+  double ar[MAX_HISTORY];
+  for (int o = 0; o < n_others; ++o) {
+    xr[o] = Xb + others[o] * n;
+    gr[o] = Gb + others[o] * n;
+    ar[o] = alpha[others[o]];
+  }
+  static constexpr auto table = make_push_mix_table<T>(std::make_integer_sequence<int, MAX_HISTORY>{});
+  table[n_others](z, fz, Xb + slot * n, Gb + slot * n, a.z_out + b * n, xr, gr, ar,
+                  ok ? alpha[slot] : 1.0, a.p.beta, n);
+}
+
+// Runs the step over the batch; returns how many samples are still active after it (the
+// solver's "all done?" test, free here, where a separate torch reduction costs a dispatch).
+template <typename T>
+int64_t run(const Args<T>& a, int64_t B) {
+  const bool parallel = B > 1 && B * a.n * (a.m + 2) >= OMP_MIN_WORK;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t b = 0; b < B; ++b) step_sample<T>(a, b);
+  int64_t n_active = 0;
+  for (int64_t b = 0; b < B; ++b) n_active += a.active[b];
+  return n_active;
+}
+
+template <typename T>
+int64_t dispatch(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
+              torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
+              torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
+              torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,
+              torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram, torch::Tensor& count,
+              const AndersonParams& p) {
+  const Args<T> a{z.data_ptr<T>(),         fz.data_ptr<T>(),         z_out.data_ptr<T>(),
+                  active.data_ptr<bool>(), converged.data_ptr<bool>(), diverged.data_ptr<bool>(),
+                  nstep.data_ptr<int32_t>(), abs_res.data_ptr<T>(),  rel_res.data_ptr<T>(),
+                  best_abs.data_ptr<T>(),  best_rel.data_ptr<T>(),   best_z.data_ptr<T>(),
+                  X.data_ptr<T>(),         G.data_ptr<T>(),          gram.data_ptr<double>(),
+                  count.data_ptr<int32_t>(), z.size(1),              static_cast<int>(X.size(1)),
+                  p};
+  return run<T>(a, z.size(0));
+}
+
+}  // namespace
+
+int64_t anderson_step_cpu(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
+                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
+                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
+                       torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,
+                       torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram,
+                       torch::Tensor& count, const AndersonParams& p) {
+  const int64_t m = X.size(1);
+  TORCH_CHECK(m >= 1 && m <= MAX_HISTORY, "anderson_step: history size m must be in [1, ",
+              MAX_HISTORY, "], got ", m);
+  if (z.scalar_type() == torch::kFloat64) {
+    return dispatch<double>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res, best_abs,
+                     best_rel, best_z, X, G, gram, count, p);
+  } else {
+    TORCH_CHECK(z.scalar_type() == torch::kFloat32, "anderson_step: z must be float32 or float64");
+    return dispatch<float>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res, best_abs,
+                    best_rel, best_z, X, G, gram, count, p);
+  }
+}
+
+}  // namespace eqk

@@ -1,0 +1,285 @@
+"""Triton backend of the fused Anderson step (semantics: `eqkernels.ops.anderson_mix`).
+
+Each program takes BLOCK_B samples (1 for wide rows; several when rows are short,
+so the small per-sample work is shared) and runs, per sample:
+  pass 1  stream z, f(z) and the old history residuals G once: residual norms and
+          the dots g . G_j for every old slot, all accumulated in float64;
+  then    the decisions (divergence, best iterate, convergence, restart), the new
+          Gram row/column and the k x k Cholesky solve, in registers;
+  pass 2  stream z, f(z), X, G again: push (z, g) into the ring buffer, copy the
+          best iterate and write z_out = sum_j alpha_j (X_j + beta G_j).
+Tiles are (sample b, history slot i, column) or (sample b, slot i, slot j).
+Runs compiled on CUDA tensors, or under TRITON_INTERPRET=1 on CPU tensors.
+
+Interpreter (triton 3.9) pitfalls avoided below: `~` on booleans is mistyped (we
+compare with 0 instead), and so is a *scalar* comparison broadcast into a block
+(every per-sample flag here is a (BLOCK_B,) vector, never a scalar).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from eqkernels.ops.anderson_mix import CHOL_PIVOT_RTOL
+from eqkernels.ops.tracking import REL_EPS, STOP_MODES
+
+# Elements of one (BLOCK_B, M_PAD, BLOCK_N) history tile. On a GPU this bounds the
+# float64 partial sums a program keeps in registers (~16 doubles a thread at 4 warps);
+# the interpreter pays per operation, not per element, so it takes big tiles.
+_TILE_ELEMS_GPU = 2048
+_TILE_ELEMS_INTERPRETED = 1 << 17
+_MAX_BLOCK_N_INTERPRETED = 1024
+_NUM_WARPS = 4
+
+
+@triton.jit
+def _anderson_step_kernel(
+    z_ptr, fz_ptr, out_ptr, best_z_ptr,           # (B, n) data dtype T, strided
+    active_ptr, converged_ptr, diverged_ptr,      # (B,) bool
+    nstep_ptr, count_ptr,                         # (B,) int32
+    abs_res_ptr, rel_res_ptr, best_abs_ptr, best_rel_ptr,  # (B,) T
+    X_ptr, G_ptr,                                 # (B, M, n) T, contiguous
+    gram_ptr,                                     # (B, M, M) float64, contiguous
+    B, n,
+    stride_zb, stride_zn, stride_fb, stride_fn,
+    stride_ob, stride_on, stride_bb, stride_bn,
+    # float64 annotations: an unannotated Python float would arrive as fp32
+    tol: tl.float64, beta: tl.float64, lam: tl.float64, restart_growth: tl.float64,
+    rel_eps: tl.float64, pivot_rtol: tl.float64,
+    REL_MODE: tl.constexpr,
+    M: tl.constexpr,       # history size m
+    M_PAD: tl.constexpr,   # next power of two >= m
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    # Inactive samples (and padding rows) are frozen: nothing changes for them.
+    act = tl.load(active_ptr + rows, mask=rows < B, other=0) != 0
+    if tl.max(act.to(tl.int32), axis=0) == 0:
+        return
+    T = z_ptr.dtype.element_ty
+    rows64 = rows.to(tl.int64)  # 64-bit offsets: B * M * n can pass 2**31
+    si = tl.arange(0, M_PAD)[None, :]                # (1, M_PAD) history slot
+    si3 = tl.arange(0, M_PAD)[None, :, None]         # (1, M_PAD, 1)
+    hist_row = (rows64 * M)[:, None] * n + si.to(tl.int64) * n  # (BLOCK_B, M_PAD) row starts
+    col_idx = tl.arange(0, BLOCK_N)
+
+    count = tl.load(count_ptr + rows, mask=act, other=0)
+    old_valid = (si < tl.minimum(count, M)[:, None]) & act[:, None]
+
+    # ---- pass 1: |g|^2, |f(z)|^2 and g . G_j over the old slots, in float64 ---------
+    # Lane-wise partial sums, reduced once after the loop.
+    gg_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
+    ff_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
+    dot_acc = tl.zeros([BLOCK_B, M_PAD, BLOCK_N], dtype=tl.float64)
+    for start in range(0, n, BLOCK_N):
+        cols = (start + col_idx)[None, :]
+        cmask = act[:, None] & (cols < n)
+        zv = tl.load(z_ptr + rows64[:, None] * stride_zb + cols * stride_zn, mask=cmask, other=0.0)
+        fv = tl.load(fz_ptr + rows64[:, None] * stride_fb + cols * stride_fn, mask=cmask, other=0.0)
+        g64 = (fv - zv).to(tl.float64)  # the residual is formed in T, like the reference
+        f64 = fv.to(tl.float64)
+        gg_acc += g64 * g64
+        ff_acc += f64 * f64
+        Gt = tl.load(G_ptr + hist_row[:, :, None] + cols[:, None, :],
+                     mask=old_valid[:, :, None] & cmask[:, None, :], other=0.0)
+        dot_acc += Gt.to(tl.float64) * g64[:, None, :]
+    gg = tl.sum(gg_acc, axis=1)
+    abs_res = tl.sqrt(gg)
+    fz_norm = tl.sqrt(tl.sum(ff_acc, axis=1))
+    rel_res = abs_res / (fz_norm + rel_eps)
+    dots = tl.sum(dot_acc, axis=2)
+
+    # ---- bookkeeping (tracking.py) -----------------------------------------------------
+    nstep = tl.load(nstep_ptr + rows, mask=act, other=0)
+    if REL_MODE:
+        metric = rel_res
+        best_old = tl.load(best_rel_ptr + rows, mask=act, other=0).to(tl.float64)
+    else:
+        metric = abs_res
+        best_old = tl.load(best_abs_ptr + rows, mask=act, other=0).to(tl.float64)
+    # On a GPU each per-sample value is held (and loaded) by many threads while one
+    # of them stores it: all of them must have read it before it changes.
+    tl.debug_barrier()
+    tl.store(nstep_ptr + rows, nstep + 1, mask=act)
+    tl.store(abs_res_ptr + rows, abs_res.to(T), mask=act)
+    tl.store(rel_res_ptr + rows, rel_res.to(T), mask=act)
+    # inf - inf and nan - nan are nan: x - x == 0 exactly when x is finite
+    finite = ((abs_res - abs_res) == 0) & ((fz_norm - fz_norm) == 0)
+    ok = act & finite
+    improved = ok & (metric < best_old)
+    tl.store(best_abs_ptr + rows, abs_res.to(T), mask=improved)
+    tl.store(best_rel_ptr + rows, rel_res.to(T), mask=improved)
+    # The restart test reads the best metric as stored, i.e. rounded to T.
+    best_new = tl.where(improved, metric.to(T).to(tl.float64), best_old)
+    converging = ok & (metric < tol)
+    live = ok & (metric >= tol)
+    tl.store(diverged_ptr + rows, 1, mask=act & (finite == 0))
+    tl.store(converged_ptr + rows, 1, mask=converging)
+    tl.store(active_ptr + rows, 0, mask=act & (live == 0))
+
+    # ---- safeguard and push: the new residual goes to slot count % M -----------------
+    restart = metric > restart_growth * best_new  # false for nan; inf growth never restarts
+    count = tl.where(restart, 0, count)
+    slot = count % M
+    count = count + 1
+    k = tl.minimum(count, M)
+    valid = si < k[:, None]                      # (BLOCK_B, M_PAD)
+    is_slot = si == slot[:, None]
+    new_dots = tl.where(is_slot, gg[:, None], dots)  # the new slot's own entry is g . g
+
+    # ---- Gram matrix with the new row/column, and its Cholesky solve ----------------
+    # Built in registers, never re-read after the store below: a thread that loads
+    # after another stored sees new values only in the slot row/column it replaces.
+    ii = si3                                  # (1, M_PAD, 1) row i
+    jj = tl.arange(0, M_PAD)[None, None, :]   # (1, 1, M_PAD) column j
+    k3 = k[:, None, None]
+    slot3 = slot[:, None, None]
+    pair_valid = (ii < k3) & (jj < k3) & act[:, None, None]
+    gram_ptrs = gram_ptr + (rows64 * M * M)[:, None, None] + ii * M + jj
+    A = tl.load(gram_ptrs, mask=pair_valid, other=0.0)
+    A = tl.where(ii == slot3, new_dots[:, None, :], tl.where(jj == slot3, new_dots[:, :, None], A))
+    tl.store(gram_ptrs, A,
+             mask=pair_valid & ((ii == slot3) | (jj == slot3)) & live[:, None, None])
+    # Invalid slots get identity rows and a zero right-hand side, so y = 0 there.
+    diag = ii == jj
+    # (lam meets a float64 tensor directly: under the interpreter a Python float that
+    # meets only constants becomes fp32.)
+    H = tl.where(pair_valid, tl.where(diag, A + lam, A), tl.where(diag, 1.0, 0.0))
+    max_diag = tl.max(tl.where(valid, tl.sum(tl.where(diag, H, 0.0), axis=2), 0.0), axis=1)
+
+    # Right-looking Cholesky H = L L^T fused with the forward solve L w = 1_valid.
+    # Slots m..M_PAD-1 are padding (identity rows, zero weight): the loops skip them.
+    # Column j is read at rows >= j only: the lower triangle, like LAPACK's potrf.
+    L = tl.zeros([BLOCK_B, M_PAD, M_PAD], dtype=tl.float64)
+    rhs = tl.where(valid, 1.0, 0.0).to(tl.float64)
+    w = tl.zeros([BLOCK_B, M_PAD], dtype=tl.float64)
+    pivots = tl.full([BLOCK_B, M_PAD], 1.0, dtype=tl.float64)  # padding: identity
+    for j in tl.static_range(M):
+        col = tl.sum(tl.where(jj == j, H, 0.0), axis=2)          # H[:, j] as updated so far
+        piv = tl.sum(tl.where(si == j, col, 0.0), axis=1)        # L[j, j] ** 2
+        pivots = tl.where(si == j, piv[:, None], pivots)
+        l_jj = tl.sqrt(piv)[:, None]
+        l_col = tl.where(si > j, col / l_jj, tl.where(si == j, l_jj, 0.0))
+        L = tl.where(jj == j, l_col[:, :, None], L)
+        H -= tl.where((ii > j) & (jj > j), l_col[:, :, None] * l_col[:, None, :], 0.0)
+        w_j = tl.sum(tl.where(si == j, rhs, 0.0), axis=1)[:, None] / l_jj
+        w = tl.where(si == j, w_j, w)
+        rhs -= tl.where(si > j, l_col * w_j, 0.0)
+    # Backward solve L^T y = w, one column of L^T (a row of L) at a time.
+    l_diag = tl.sqrt(pivots)
+    y = tl.zeros([BLOCK_B, M_PAD], dtype=tl.float64)
+    for jr in tl.static_range(M):
+        j = M - 1 - jr
+        y_j = tl.sum(tl.where(si == j, w / l_diag, 0.0), axis=1)[:, None]
+        y = tl.where(si == j, y_j, y)
+        l_row = tl.sum(tl.where(ii == j, L, 0.0), axis=1)        # L[j, :]
+        w -= tl.where(si < j, l_row * y_j, 0.0)
+    alpha = y / tl.sum(y, axis=1)[:, None]
+
+    # Ill-conditioned (tiny or non-finite pivot) or non-finite weights: damped
+    # fixed-point step from the new slot, and the history restarts next step.
+    pivot_ok = (pivots > pivot_rtol * max_diag[:, None]) & ((pivots - pivots) == 0)
+    bad = (valid & (pivot_ok == 0)) | ((alpha - alpha) != 0)
+    failed = tl.sum(bad.to(tl.int32), axis=1) > 0
+    alpha = tl.where(failed[:, None], tl.where(is_slot, 1.0, 0.0).to(tl.float64), alpha)
+    count = tl.where(failed, 0, count)
+    tl.store(count_ptr + rows, count, mask=live)
+
+    # ---- pass 2: push (z, g), copy the best iterate, mix -----------------------------
+    # Old rows the mix reads from memory: the new slot comes from registers, and a
+    # failed solve reads none.
+    n_read = tl.where(failed, 0, k)
+    read_hist = (si < n_read[:, None]) & (si != slot[:, None]) & live[:, None]
+    need = live | improved
+    if tl.max(need.to(tl.int32), axis=0) > 0:
+        new_row = (rows64 * M + slot) * n     # (BLOCK_B,) start of the pushed row
+        for start in range(0, n, BLOCK_N):
+            cols = (start + col_idx)[None, :]
+            in_n = cols < n
+            zv = tl.load(z_ptr + rows64[:, None] * stride_zb + cols * stride_zn,
+                         mask=need[:, None] & in_n, other=0.0)
+            tl.store(best_z_ptr + rows64[:, None] * stride_bb + cols * stride_bn, zv,
+                     mask=improved[:, None] & in_n)
+            lmask = live[:, None] & in_n
+            g = tl.load(fz_ptr + rows64[:, None] * stride_fb + cols * stride_fn,
+                        mask=lmask, other=0.0) - zv
+            hist_mask = read_hist[:, :, None] & in_n[:, None, :]
+            hist_off = hist_row[:, :, None] + cols[:, None, :]
+            Xt = tl.load(X_ptr + hist_off, mask=hist_mask, other=0.0)
+            Gt = tl.load(G_ptr + hist_off, mask=hist_mask, other=0.0)
+            Xt = tl.where(is_slot[:, :, None], zv[:, None, :], Xt)
+            Gt = tl.where(is_slot[:, :, None], g[:, None, :], Gt)
+            mixed = tl.sum(alpha[:, :, None] * (Xt.to(tl.float64) + beta * Gt.to(tl.float64)),
+                           axis=1)
+            tl.store(X_ptr + new_row[:, None] + cols, zv, mask=lmask)
+            tl.store(G_ptr + new_row[:, None] + cols, g, mask=lmask)
+            # z_out may alias z: every thread's loads of this chunk must be done
+            # before any thread overwrites it (threads may hold other elements).
+            tl.debug_barrier()
+            tl.store(out_ptr + rows64[:, None] * stride_ob + cols * stride_on, mixed.to(T),
+                     mask=lmask)
+
+
+def _check(name, t, shape, dtype):
+    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+        raise ValueError(f"{name}: expected shape {tuple(shape)} and dtype {dtype}, "
+                         f"got {tuple(t.shape)} {t.dtype}")
+
+
+def _block_sizes(B, n, M_PAD, interpreted):
+    """(BLOCK_B, BLOCK_N): one sample per program on wide rows, several on short ones."""
+    budget = _TILE_ELEMS_INTERPRETED if interpreted else _TILE_ELEMS_GPU
+    cap_n = _MAX_BLOCK_N_INTERPRETED if interpreted else budget // M_PAD
+    BLOCK_N = min(triton.next_power_of_2(max(n, 1)), max(cap_n, 16))
+    BLOCK_B = min(triton.next_power_of_2(B), max(budget // (M_PAD * BLOCK_N), 1))
+    return BLOCK_B, BLOCK_N
+
+
+def anderson_step_triton(z, fz, z_out, state, hist, *, tol: float, stop_mode: str, beta: float,
+                         lam: float, restart_growth: float) -> None:
+    """Fused Anderson step in Triton, in place on z_out, state and hist (see anderson_mix.py)."""
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    if z.dim() != 2 or z.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"z must be a (B, n) float32/float64 tensor, got "
+                         f"{tuple(z.shape)} {z.dtype}")
+    B, n = z.shape
+    m = hist.m
+    T = z.dtype
+    for name, t in (("fz", fz), ("z_out", z_out), ("best_z", state.best_z)):
+        _check(name, t, (B, n), T)
+    for name in ("active", "converged", "diverged"):
+        _check(name, getattr(state, name), (B,), torch.bool)
+    _check("nstep", state.nstep, (B,), torch.int32)
+    _check("count", hist.count, (B,), torch.int32)
+    for name in ("abs_res", "rel_res", "best_abs", "best_rel"):
+        _check(name, getattr(state, name), (B,), T)
+    _check("X", hist.X, (B, m, n), T)
+    _check("G", hist.G, (B, m, n), T)
+    _check("gram", hist.gram, (B, m, m), torch.float64)
+    # Updated in place, so they cannot be made contiguous by copying.
+    flat = (state.active, state.converged, state.diverged, state.nstep, state.abs_res,
+            state.rel_res, state.best_abs, state.best_rel, hist.X, hist.G, hist.gram, hist.count)
+    if not all(t.is_contiguous() for t in flat):
+        raise ValueError("anderson_step_triton: solver state and history must be contiguous")
+    if B == 0:
+        return
+
+    M_PAD = triton.next_power_of_2(m)
+    BLOCK_B, BLOCK_N = _block_sizes(B, n, M_PAD, interpreted=z.device.type == "cpu")
+    _anderson_step_kernel[(triton.cdiv(B, BLOCK_B),)](
+        z, fz, z_out, state.best_z,
+        state.active, state.converged, state.diverged,
+        state.nstep, hist.count,
+        state.abs_res, state.rel_res, state.best_abs, state.best_rel,
+        hist.X, hist.G, hist.gram,
+        B, n,
+        z.stride(0), z.stride(1), fz.stride(0), fz.stride(1),
+        z_out.stride(0), z_out.stride(1), state.best_z.stride(0), state.best_z.stride(1),
+        float(tol), float(beta), float(lam), float(restart_growth),
+        float(REL_EPS), float(CHOL_PIVOT_RTOL),
+        REL_MODE=stop_mode == "rel", M=m, M_PAD=M_PAD, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N,
+        num_warps=_NUM_WARPS,
+    )
