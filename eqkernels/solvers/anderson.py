@@ -35,9 +35,8 @@ def anderson(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=6, lam=1e-4, be
                       restart_growth=restart_growth)
 
         def step(z, fz, state):
-            fused_step(z, fz, z, state, hist, **params)
-            return name
-        return step
+            return fused_step(z, fz, z, state, hist, **params)
+        return name, step
 
     return iterate(f, z0, make_step, solver="anderson", max_iter=max_iter, tol=tol,
                    stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,

@@ -1,9 +1,11 @@
 """The iteration loop every solver shares, its options, and what it reports.
 
 A solver is a `make_step(z0)` that sets up its own state (history, ...) and returns
-`step(z, fz, state)`, which advances z in place for the samples still active in
-`state`; this loop evaluates f, calls the step, and asks the device
-whether anything is still active only every `check_every` steps.
+(backend name, `step(z, fz, state)`); the step advances z in place for the samples
+still active in `state`. This loop evaluates f and calls the step. A step that
+learns for free how many samples are still active (the C++ kernel counts them as it
+goes) returns that number; otherwise it returns None and the loop asks the device
+only every `check_every` steps, since on a GPU each ask is a host sync.
 """
 from __future__ import annotations
 
@@ -77,24 +79,27 @@ def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, 
     """Run `step` until every sample has converged or diverged, or max_iter.
 
     f: (B, n) -> (B, n); z0: (B, n) float32/float64.
-    make_step(z0) -> step; step(z, fz, state) -> backend name, advances z in place.
+    make_step(z0) -> (backend name, step); step(z, fz, state) -> samples still active
+    or None, advances z in place.
     Returns (z, info): z (B, n) the lowest-residual iterate of each sample.
     """
     validate_options(z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
                      check_every=check_every, on_diverge=on_diverge)
     if check_every is None:
         check_every = DEFAULT_CHECK_EVERY.get(z0.device.type, 16)
-    step = make_step(z0)
+    backend, step = make_step(z0)
     state = SolveState.start(z0)
     z = z0.clone()
     trace = []
-    backend = "none"
     for it in range(1, max_iter + 1):
         fz = _evaluate(f, z)
-        backend = step(z, fz, state)
+        n_active = step(z, fz, state)
         if trajectory:
             trace.append(state.abs_res.clone())
-        if it % check_every == 0 and not bool(state.active.any()):
+        if n_active is not None:
+            if n_active == 0:
+                break
+        elif it % check_every == 0 and not bool(state.active.any()):
             break
     info = SolverInfo(nstep=state.nstep, abs_residual=state.best_abs, rel_residual=state.best_rel,
                       converged=state.converged, diverged=state.diverged, solver=solver,

@@ -61,8 +61,7 @@ def broyden(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=8, check_every=N
             prev_g.copy_(torch.where(live[:, None], g, prev_g))
             has_prev.logical_or_(live)
             z.copy_(torch.where(live[:, None], z - inv_jac(g), z))
-            return "reference"
-        return step
+        return "reference", step
 
     return iterate(f, z0, make_step, solver="broyden", max_iter=max_iter, tol=tol,
                    stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,

@@ -16,8 +16,7 @@ def fixed_point(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", damping=1.0,
     def step(z, fz, state):
         live, g, _ = track_residual_ref(z, fz, state, tol, stop_mode)
         z.copy_(torch.where(live[:, None], z + damping * g, z))
-        return "reference"
 
-    return iterate(f, z0, lambda z0: step, solver="fixed_point", max_iter=max_iter, tol=tol,
+    return iterate(f, z0, lambda z0: ("reference", step), solver="fixed_point", max_iter=max_iter, tol=tol,
                    stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,
                    trajectory=trajectory)
