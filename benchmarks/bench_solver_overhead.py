@@ -1,0 +1,272 @@
+"""Solver overhead of eqkernels' Anderson against torchdeq's, on the same fixed-point map.
+
+What it measures. For each batch B and width n it solves
+
+    z = f(z),   f(z) = tanh(z @ W.T + x),   ||W||_2 = 0.9 (random Gaussian, rescaled),
+
+x ~ N(0, 1), z0 = 0, float32, abs tolerance 1e-6, m = 6, lam = 1e-4, beta = tau = 1,
+with `eqkernels.anderson` (backend "auto", or those given by --backends) and with
+torchdeq's `anderson_solver`, and reports for each:
+
+  nstep        f evaluations the solve made. eqkernels: max over samples of info.nstep
+               (the slowest sample; the batched loop evaluates f for the whole batch
+               that often). torchdeq: counted by wrapping f (its info['nstep'].max(),
+               the step of its lowest residual, is shown in brackets).
+  solve        median wall time of a solve over --repeats runs after a warm-up.
+  f-only       median wall time, in the same run, of a plain loop of exactly as many
+               f calls on the same W and x; the loop iterates z <- f(z) starting from
+               f(z0), so every call sees a realistic iterate and depends on the last.
+  overhead     solve / f-only: 1.0 would be a solver that costs nothing beyond f.
+  ours/td      our overhead ratio divided by torchdeq's.
+
+The timed repeats of both libraries and of the f-only loops are interleaved, so
+machine-load drift hits them alike. Targets (from the issue): our overhead <= 3 at
+(8,128), <= 1.3 at (64,256), <= 1.15 at (256,1024); our nstep within 10% of torchdeq's.
+
+Run (from the repository root):
+
+    python benchmarks/bench_solver_overhead.py
+    python benchmarks/bench_solver_overhead.py --sizes 8x128,64x256 --backends reference,cpp
+    python benchmarks/bench_solver_overhead.py --device cuda --out benchmarks/results/solver_overhead_h100.md
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+import torch
+
+from timing import (environment_lines, fmt_ms, format_table, measure, median, parse_sizes,
+                    spread, synchronize, time_call, use_repo_checkout, write_markdown)
+
+use_repo_checkout()
+
+import eqkernels  # noqa: E402
+from eqkernels import _backends  # noqa: E402
+
+DEFAULT_SIZES = "8x128,64x256,256x1024"
+OVERHEAD_TARGET = {(8, 128): 3.0, (64, 256): 1.3, (256, 1024): 1.15}
+NSTEP_TOLERANCE = 0.10  # our nstep within 10% of torchdeq's
+
+
+class CountingMap:
+    """f with a call counter (used only in the untimed warm-up solve)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.calls = 0
+
+    def __call__(self, z):
+        self.calls += 1
+        return self.f(z)
+
+
+def make_problem(B, n, device, dtype, seed):
+    """(f, z0, ||W||_2 as stored): f(z) = tanh(z @ W.T + x), W rescaled in float64."""
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    W *= 0.9 / torch.linalg.matrix_norm(W, ord=2)
+    x = torch.randn(B, n, generator=gen, dtype=torch.float64)
+    W_norm = float(torch.linalg.matrix_norm(W.to(dtype).double(), ord=2))
+    W, x = W.to(device=device, dtype=dtype), x.to(device=device, dtype=dtype)
+    Wt = W.T
+
+    def f(z):
+        return torch.tanh(z @ Wt + x)
+
+    z0 = torch.zeros(B, n, device=device, dtype=dtype)
+    return f, z0, W_norm
+
+
+def f_only_loop(f, z_start, ncalls):
+    """ncalls chained evaluations z <- f(z); returns the last iterate (so nothing is dead)."""
+    z = z_start
+    for _ in range(ncalls):
+        z = f(z)
+    return z
+
+
+def max_residual(f, z):
+    return float((f(z) - z).norm(dim=1).max())
+
+
+@dataclass
+class Solver:
+    """One solver configuration under test, its warm-up facts and its timings."""
+    label: str
+    solve: callable            # () -> z
+    nstep: int = 0             # f evaluations per solve (ours: max info.nstep)
+    f_calls: int = 0           # f calls the solve actually made (counted)
+    info_nstep: int = 0        # torchdeq: info['nstep'].max(); ours: == nstep
+    backend: str = ""
+    residual: float = float("nan")
+    converged: str = ""
+    solve_times: list = field(default_factory=list)
+    f_times: list = field(default_factory=list)
+
+
+def our_solver(f, z0, args, backend):
+    params = dict(max_iter=args.max_iter, tol=args.tol, stop_mode="abs", m=args.m, lam=args.lam,
+                  beta=1.0, backend=backend)
+    solver = Solver(label=f"eqkernels[{backend}]", solve=lambda: eqkernels.anderson(f, z0, **params)[0])
+    counter = CountingMap(f)
+    z, info = eqkernels.anderson(counter, z0, **params)
+    solver.nstep = int(info.nstep.max())
+    solver.info_nstep = solver.nstep
+    solver.f_calls = counter.calls
+    solver.backend = info.backend
+    solver.label = f"eqkernels[{info.backend}]"
+    solver.residual = max_residual(f, z)
+    solver.converged = f"{int(info.converged.sum())}/{z0.shape[0]}"
+    return solver
+
+
+def torchdeq_solver(f, z0, args):
+    from torchdeq.solver.anderson import anderson_solver
+    params = dict(max_iter=args.max_iter, tol=args.tol, stop_mode="abs", m=args.m, lam=args.lam,
+                  tau=1.0)
+    solver = Solver(label="torchdeq", solve=lambda: anderson_solver(f, z0, **params)[0])
+    counter = CountingMap(f)
+    z, _, info = anderson_solver(counter, z0, **params)
+    solver.f_calls = counter.calls
+    solver.nstep = counter.calls
+    solver.info_nstep = int(info["nstep"].max())
+    solver.backend = "torchdeq"
+    solver.residual = max_residual(f, z)
+    solver.converged = f"{int((info['abs_lowest'] < args.tol).sum())}/{z0.shape[0]}"
+    return solver
+
+
+def run_size(B, n, args, device, dtype, our_backends):
+    """Warm up, then interleave timed repeats of every solver and of its f-only loop."""
+    f, z0, W_norm = make_problem(B, n, device, dtype, args.seed)
+    ours = [our_solver(f, z0, args, b) for b in our_backends]
+    td = torchdeq_solver(f, z0, args)
+    solvers = ours + [td]
+    z_start = f(z0)  # first iterate: nonzero, in the range f produces
+    for s in solvers:  # extra untimed warm-ups (the counted solve above was the first)
+        for _ in range(args.warmup - 1):
+            s.solve()
+        f_only_loop(f, z_start, s.f_calls)
+    synchronize(device)
+    for _ in range(args.repeats):
+        f_times = {}  # one f-only timing per distinct call count per round
+        for s in solvers:
+            seconds, _ = time_call(s.solve, device)
+            s.solve_times.append(seconds)
+            if s.f_calls not in f_times:
+                f_times[s.f_calls] = time_call(lambda: f_only_loop(f, z_start, s.f_calls), device)[0]
+            s.f_times.append(f_times[s.f_calls])
+    print(f"  B={B} n={n}: ||W||_2={W_norm:.6f}; "
+          + "; ".join(f"{s.label}: converged {s.converged}, max |f(z)-z| {s.residual:.2e}, "
+                      f"f calls {s.f_calls}, solve spread {spread(s.solve_times):.0%}"
+                      for s in solvers), flush=True)
+    return ours, td
+
+
+def table_rows(B, n, ours, td):
+    rows = []
+    target = OVERHEAD_TARGET.get((B, n))
+    td_solve, td_f = median(td.solve_times), median(td.f_times)
+    td_ratio = td_solve / td_f
+    for s in ours:
+        solve, f_only = median(s.solve_times), median(s.f_times)
+        ratio = solve / f_only
+        nstep_ratio = s.nstep / td.nstep
+        # Fewer steps than torchdeq is not a miss (it happens where torchdeq stalls short of tol).
+        verdict = ("ok" if abs(nstep_ratio - 1) <= NSTEP_TOLERANCE
+                   else "fewer" if nstep_ratio < 1 else "MISS")
+        nstep_cell = str(s.nstep) if s.f_calls == s.nstep else f"{s.nstep} [f {s.f_calls}]"
+        rows.append([
+            str(B), str(n), s.backend, nstep_cell, f"{td.nstep} ({td.info_nstep})",
+            td.converged, f"{nstep_ratio:.2f} {verdict}",
+            fmt_ms(solve), fmt_ms(f_only), f"{ratio:.2f}",
+            f"<= {target:g} {'ok' if ratio <= target else 'MISS'}" if target else "-",
+            fmt_ms(td_solve), fmt_ms(td_f), f"{td_ratio:.2f}", f"{ratio / td_ratio:.2f}",
+        ])
+    return rows
+
+
+HEADERS = ["B", "n", "backend", "nstep", "td nstep (info)", "td conv", "nstep ratio",
+           "solve ms", "f-only ms", "overhead", "target",
+           "td solve ms", "td f-only ms", "td overhead", "ours/td"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See the module docstring for what each column means.")
+    p.add_argument("--sizes", default=DEFAULT_SIZES,
+                   help=f"comma-separated BxN list (default {DEFAULT_SIZES})")
+    p.add_argument("--backends", default="auto",
+                   help="comma-separated eqkernels backends: auto, reference, cpp, triton, cuda "
+                        "(default auto)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--max-iter", type=int, default=500)
+    p.add_argument("--tol", type=float, default=1e-6, help="abs tolerance (default 1e-6)")
+    p.add_argument("--m", type=int, default=6, help="history size (default 6)")
+    p.add_argument("--lam", type=float, default=1e-4, help="ridge (default 1e-4)")
+    p.add_argument("--repeats", type=int, default=7, help="timed solves per solver (median)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed solves first (>= 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: leave torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the table as markdown to this file")
+    args = p.parse_args(argv)
+    if args.warmup < 1 or args.repeats < 1:
+        p.error("--warmup and --repeats must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device visible")
+    dtype = getattr(torch, args.dtype)
+    sizes = parse_sizes(args.sizes, 2)
+    our_backends = []
+    for b in (x.strip() for x in args.backends.split(",") if x.strip()):
+        try:
+            _backends.pick("anderson_step", device, b)
+            our_backends.append(b)
+        except (RuntimeError, ValueError) as err:
+            print(f"skipping backend {b!r}: {err}", file=sys.stderr)
+    if not our_backends:
+        sys.exit("no usable eqkernels backend among --backends")
+
+    print("Running...", flush=True)
+    rows, ran = [], []
+    for B, n in sizes:
+        ours, td = run_size(B, n, args, device, dtype, our_backends)
+        ran += [s.backend for s in ours if s.backend not in ran]
+        rows += table_rows(B, n, ours, td)
+
+    header = ["Solver overhead: eqkernels.anderson vs torchdeq anderson_solver",
+              *environment_lines(device),
+              f"device {device}, backend(s) that ran: {', '.join(ran)} (requested {args.backends})",
+              f"f(z) = tanh(z W^T + x), ||W||_2 = 0.9, {args.dtype}, z0 = 0, tol {args.tol:g} abs, "
+              f"m {args.m}, lam {args.lam:g}, beta/tau 1, max_iter {args.max_iter}; "
+              f"median of {args.repeats} (after {args.warmup} warm-up), seed {args.seed}"]
+    notes = ["nstep: f evaluations per solve (ours: max info.nstep; [f N] if the loop made more "
+             "f calls); td nstep: f calls counted, (info) = torchdeq's info['nstep'].max(). "
+             "td conv: samples torchdeq brought below tol. nstep ratio = ours / td, target within "
+             "10% ('fewer': we needed over 10% fewer).",
+             "overhead = solve time / time of the same number of f calls alone (same run); "
+             "ours/td = our overhead / torchdeq's."]
+    print()
+    print("\n".join(header))
+    print(format_table(HEADERS, rows))
+    print("\n".join(notes))
+    if args.out:
+        write_markdown(args.out, header[0], header[1:], format_table(HEADERS, rows, markdown=True),
+                       notes)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
