@@ -25,7 +25,8 @@ def _extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-fopenmp", "-std=c++20"]
+    # -fno-math-errno: sqrt and friends may vectorise (nothing here reads errno)
+    cxx = ["-O3", "-fopenmp", "-std=c++20", "-fno-math-errno"]
     if not _flag("EQK_NO_NATIVE"):
         cxx.append("-march=native")
     want_cuda = not _flag("EQK_SKIP_CUDA") and CUDA_HOME is not None and (

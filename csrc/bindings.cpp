@@ -57,6 +57,48 @@ int64_t anderson_step(const torch::Tensor& z, const torch::Tensor& fz, torch::Te
   }
 }
 
+// Returns the number of samples still active after the step, or -1 on CUDA (no sync).
+int64_t block_step(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor z_next,
+                   torch::Tensor active, torch::Tensor converged, torch::Tensor diverged,
+                   torch::Tensor nstep, torch::Tensor abs_res, torch::Tensor rel_res,
+                   double damping, double sigma, int64_t key, double tol, bool stop_rel) {
+  const std::vector<torch::Tensor> all{z, f_out, z_next, active, converged, diverged,
+                                       nstep, abs_res, rel_res};
+  for (const auto& t : all) {
+    TORCH_CHECK(t.device() == z.device(), "block_step: all tensors must be on z's device ",
+                z.device(), ", got one on ", t.device());
+    TORCH_CHECK(t.is_contiguous(), "block_step: all tensors must be contiguous");
+  }
+  TORCH_CHECK(z.dim() == 2, "block_step: z must be (B, n), got ", z.sizes());
+  TORCH_CHECK(f_out.sizes() == z.sizes() && z_next.sizes() == z.sizes(),
+              "block_step: f_out and z_next must have z's shape ", z.sizes());
+  TORCH_CHECK(f_out.scalar_type() == z.scalar_type() && z_next.scalar_type() == z.scalar_type(),
+              "block_step: f_out and z_next must have z's dtype ", z.scalar_type());
+  const auto B = z.size(0);
+  for (const auto& t : {active, converged, diverged})
+    TORCH_CHECK(t.scalar_type() == torch::kBool && t.dim() == 1 && t.size(0) == B,
+                "block_step: active/converged/diverged must be (B,) bool with B = ", B);
+  TORCH_CHECK(nstep.scalar_type() == torch::kInt32 && nstep.dim() == 1 && nstep.size(0) == B,
+              "block_step: nstep must be (B,) int32");
+  const auto res_dtype = z.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  for (const auto& t : {abs_res, rel_res})
+    TORCH_CHECK(t.scalar_type() == res_dtype && t.dim() == 1 && t.size(0) == B,
+                "block_step: abs_res/rel_res must be (B,) ", res_dtype);
+  TORCH_CHECK(key >= 0 && key <= 0xffffffffLL, "block_step: key must be a uint32, got ", key);
+  const eqk::BlockStepParams p{damping, sigma, static_cast<uint32_t>(key), tol, stop_rel};
+  if (z.is_cuda()) {
+#ifdef EQK_WITH_CUDA
+    eqk::block_step_cuda(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res, p);
+    return -1;
+#else
+    TORCH_CHECK(false, "eqkernels was built without CUDA kernels");
+    return -1;
+#endif
+  }
+  return eqk::block_step_cpu(z, f_out, z_next, active, converged, diverged, nstep, abs_res,
+                             rel_res, p);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -67,4 +109,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("with_cuda") = false;
 #endif
   m.def("anderson_step", &anderson_step, "One fused Anderson step (see eqkernels/ops/anderson_mix.py)");
+  m.def("block_step", &block_step, "One fused block-step epilogue (see eqkernels/ops/block_step.py)");
 }

@@ -26,7 +26,30 @@ int64_t anderson_step_cpu(const torch::Tensor& z, const torch::Tensor& fz, torch
                        torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram,
                        torch::Tensor& count, const AndersonParams& p);
 
+// One fused block-step epilogue (eqkernels/ops/block_step.py, block_step_ref), in place on
+// z_next (may alias z) and on the state tensors; the CPU version returns the samples still active.
+//   z, f_out, z_next: (B, n) float32 / float64 / bfloat16, one dtype, contiguous
+//   active, converged, diverged: (B,) bool   nstep: (B,) int32
+//   abs_res, rel_res: (B,) float64 for float64 z, else float32
+struct BlockStepParams {
+  double damping;
+  double sigma;
+  uint32_t key;
+  double tol;
+  bool stop_rel;
+};
+
+int64_t block_step_cpu(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
+                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
+                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
+                       const BlockStepParams& p);
+
 #ifdef EQK_WITH_CUDA
+void block_step_cuda(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
+                     torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
+                     torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
+                     const BlockStepParams& p);
+
 void anderson_step_cuda(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
                         torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
                         torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,

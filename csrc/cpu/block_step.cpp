@@ -1,0 +1,280 @@
+// Fused block-step epilogue, CPU. Semantics: eqkernels/ops/block_step.py (block_step_ref).
+//
+// One pass per sample that is active on entry, in blocks of BLK elements: read z and f_out
+// once, write z_next once,
+//   z_next = T((1 - damping) z + damping f_out + sigma eps)   (in W = float; double for double)
+// while accumulating, in double, ||z_next - z||^2 and ||z_next||^2 of the stored values; then
+// the bookkeeping (nstep, residuals, diverged / converged / active). Samples are independent:
+// OpenMP over the batch when the work pays for the fork/join.
+// z_next may alias z: each element of z is loaded before the same element of z_next is stored,
+// and no element is read after it was stored.
+// No heap allocation and no torch op inside the call: raw pointers, small stack arrays.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include <c10/util/BFloat16.h>
+
+#include "../ops.h"
+
+// Round every product and sum as PyTorch's separate mul/add kernels do (the reference): no
+// a * b + c contracted into an FMA (C++ builds default to -ffp-contract=fast), so the noiseless
+// float32/float64 step is bit-identical to block_step_ref. Applies to the code below only.
+#pragma GCC optimize("fp-contract=off")
+
+namespace eqk {
+namespace {
+
+constexpr double REL_EPS = 1e-9;  // tracking.REL_EPS
+constexpr int64_t BLK = 512;      // elements per block (the noise buffer of a block stays in L1)
+// Fork/join of an OpenMP team costs a few microseconds, about what one thread needs for this
+// many elements of the noiseless update (B * n; the noisy one is costlier, so this is safe).
+constexpr int64_t OMP_MIN_ELEMS = int64_t(1) << 15;
+
+// ---- the noise stream of block_step.standard_normal_ref (float32 math, as the reference) ----
+inline uint32_t lowbias32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// eps[i] for flat indices flat0 + i (mod 2^32), i < len. The hashes and uniforms vectorise;
+// log/cos are libm's float functions (the reference's to an ulp; no fast-math approximations).
+inline void standard_normal_block(uint32_t flat0, uint32_t key, int64_t len, float* eps) {
+  alignas(64) float u1[BLK];
+  for (int64_t i = 0; i < len; ++i) {
+    const uint32_t idx2 = 2u * (flat0 + uint32_t(i));
+    const uint32_t h0 = lowbias32(lowbias32(idx2) ^ key);
+    const uint32_t h1 = lowbias32(lowbias32(idx2 + 1u) ^ key);
+    // h >> 8 < 2^24: exact as int32 and as float, whose conversion is one instruction
+    eps[i] = (float(int32_t(h0 >> 8)) + 0.5f) * (1.0f / 16777216.0f);
+    u1[i] = (float(int32_t(h1 >> 8)) + 0.5f) * (1.0f / 16777216.0f);
+  }
+  for (int64_t i = 0; i < len; ++i)
+    eps[i] = std::sqrt(-2.0f * std::log(eps[i])) * std::cos(6.283185307179586f * u1[i]);
+}
+
+// ---- vector helpers (GCC/Clang vector extensions; lowered to AVX2 / AVX-512 / SSE2 as -march
+// allows), 4 lanes: W values in wv, their double widening in vd. Element-aligned types for
+// unaligned loads/stores. ----
+typedef double vd __attribute__((vector_size(32)));
+typedef double vd_u __attribute__((vector_size(32), aligned(8)));
+typedef float vf __attribute__((vector_size(16)));
+typedef float vf_u __attribute__((vector_size(16), aligned(4)));
+typedef uint32_t vu __attribute__((vector_size(16)));
+typedef int32_t vi __attribute__((vector_size(16)));
+// bfloat16 payloads are read through uint16_t: may_alias, since the objects are c10::BFloat16
+typedef uint16_t vh_u __attribute__((vector_size(8), aligned(2), may_alias));
+constexpr int64_t VW = 4;
+
+inline vd widen(vf v) {
+#if defined(__AVX__)
+  return (vd)_mm256_cvtps_pd((__m128)v);  // GCC 12 splits __builtin_convertvector into halves
+#else
+  return __builtin_convertvector(v, vd);
+#endif
+}
+
+// Lanes<T>: W (compute type), R (residual type), and 4-lane load / round-to-T / store of T.
+template <typename T>
+struct Lanes;
+
+template <>
+struct Lanes<float> {
+  using W = float;
+  using R = float;
+  using wv = vf;
+  static wv load(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
+  static wv round(wv v) { return v; }
+  static void store(float* p, wv v) { *reinterpret_cast<vf_u*>(p) = v; }
+  static vd to_double(wv v) { return widen(v); }
+  static wv load_eps(const float* p) { return load(p); }
+};
+
+template <>
+struct Lanes<double> {
+  using W = double;
+  using R = double;
+  using wv = vd;
+  static wv load(const double* p) { return *reinterpret_cast<const vd_u*>(p); }
+  static wv round(wv v) { return v; }
+  static void store(double* p, wv v) { *reinterpret_cast<vd_u*>(p) = v; }
+  static vd to_double(wv v) { return v; }
+  static wv load_eps(const float* p) { return widen(*reinterpret_cast<const vf_u*>(p)); }
+};
+
+template <>
+struct Lanes<c10::BFloat16> {
+  using W = float;
+  using R = float;
+  using wv = vf;
+  static wv load(const c10::BFloat16* p) {  // bfloat16 -> float: the bits, shifted up
+    const vh_u h = *reinterpret_cast<const vh_u*>(p);
+    return (vf)(__builtin_convertvector(h, vu) << 16);
+  }
+  // Round to bfloat16, nearest even, kept as a float: c10::BFloat16(float) (NaN -> 0x7fc0).
+  static wv round(wv v) {
+    const vu u = (vu)v;
+    const vu r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    const vi is_nan = v != v;
+    return (vf)((r & ~(vu)is_nan) | (0x7fc00000u & (vu)is_nan));
+  }
+  static void store(c10::BFloat16* p, wv v) {  // v already rounded: keep the high half
+    *reinterpret_cast<vh_u*>(p) = __builtin_convertvector((vu)v >> 16, vh_u);
+  }
+  static vd to_double(wv v) { return widen(v); }
+  static wv load_eps(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
+};
+
+template <typename T>
+struct Args {
+  const T* z;
+  const T* f_out;
+  T* z_next;
+  bool* active;
+  bool* converged;
+  bool* diverged;
+  int32_t* nstep;
+  typename Lanes<T>::R* abs_res;
+  typename Lanes<T>::R* rel_res;
+  int64_t n;
+  BlockStepParams p;
+};
+
+// One block of len elements: out = T(keep z + lam f (+ sig eps)); adds (T(new) - z)^2 and
+// T(new)^2 to the lane sums dd, qq. No __restrict: out may be z.
+template <typename T, bool NOISE>
+inline void update_block(const T* z, const T* f, T* out, const float* eps, int64_t len,
+                         typename Lanes<T>::W keep, typename Lanes<T>::W lam,
+                         typename Lanes<T>::W sig, vd& dd, vd& qq) {
+  using L = Lanes<T>;
+  using W = typename L::W;
+  const typename L::wv vkeep = typename L::wv{} + keep, vlam = typename L::wv{} + lam,
+                       vsig = typename L::wv{} + sig;
+  vd dd1 = {0, 0, 0, 0}, qq1 = dd1;  // a second pair of sums: two independent chains
+  int64_t i = 0;
+  for (; i + 2 * VW <= len; i += 2 * VW) {
+    const auto z0 = L::load(z + i), z1 = L::load(z + i + VW);  // both before any store
+    auto v0 = vkeep * z0 + vlam * L::load(f + i);
+    auto v1 = vkeep * z1 + vlam * L::load(f + i + VW);
+    if constexpr (NOISE) {
+      v0 += vsig * L::load_eps(eps + i);
+      v1 += vsig * L::load_eps(eps + i + VW);
+    }
+    const auto t0 = L::round(v0), t1 = L::round(v1);
+    L::store(out + i, t0);
+    L::store(out + i + VW, t1);
+    const vd q0 = L::to_double(t0), q1 = L::to_double(t1);
+    const vd d0 = q0 - L::to_double(z0), d1 = q1 - L::to_double(z1);
+    dd += d0 * d0;
+    qq += q0 * q0;
+    dd1 += d1 * d1;
+    qq1 += q1 * q1;
+  }
+  dd += dd1;
+  qq += qq1;
+  double ds = 0.0, qs = 0.0;
+  for (; i < len; ++i) {
+    const W zi = W(z[i]);
+    W v = keep * zi + lam * W(f[i]);
+    if constexpr (NOISE) v += sig * W(eps[i]);
+    const T t = T(v);
+    out[i] = t;
+    const double q = double(t);
+    const double d = q - double(zi);
+    ds += d * d;
+    qs += q * q;
+  }
+  dd[0] += ds;
+  qq[0] += qs;
+}
+
+template <typename T, bool NOISE>
+inline void step_sample(const Args<T>& a, int64_t b) {
+  if (!a.active[b]) return;
+  using W = typename Lanes<T>::W;
+  using R = typename Lanes<T>::R;
+  const int64_t n = a.n;
+  // Scalars rounded to W once, as PyTorch does with a Python scalar times a W tensor.
+  const W keep = W(1.0 - a.p.damping), lam = W(a.p.damping), sig = W(a.p.sigma);
+  const T* z = a.z + b * n;
+  const T* f = a.f_out + b * n;
+  T* out = a.z_next + b * n;
+  alignas(64) float eps[NOISE ? BLK : 1];
+  vd dd = {0, 0, 0, 0}, qq = dd;
+  for (int64_t i0 = 0; i0 < n; i0 += BLK) {
+    const int64_t len = std::min(BLK, n - i0);
+    if constexpr (NOISE) standard_normal_block(uint32_t(b * n + i0), a.p.key, len, eps);
+    update_block<T, NOISE>(z + i0, f + i0, out + i0, eps, len, keep, lam, sig, dd, qq);
+  }
+  const double absv = std::sqrt((dd[0] + dd[1]) + (dd[2] + dd[3]));
+  const double nrm = std::sqrt((qq[0] + qq[1]) + (qq[2] + qq[3]));
+  const double rel = absv / (nrm + REL_EPS);
+  a.nstep[b] += 1;
+  a.abs_res[b] = R(absv);
+  a.rel_res[b] = R(rel);
+  if (!std::isfinite(absv) || !std::isfinite(nrm)) {
+    a.diverged[b] = true;
+    a.active[b] = false;
+  } else if ((a.p.stop_rel ? rel : absv) < a.p.tol) {
+    a.converged[b] = true;
+    a.active[b] = false;
+  }
+}
+
+// Runs the step over the batch; returns how many samples are still active after it.
+template <typename T, bool NOISE>
+int64_t run(const Args<T>& a, int64_t B) {
+  const bool parallel = B > 1 && B * a.n >= OMP_MIN_ELEMS;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t b = 0; b < B; ++b) step_sample<T, NOISE>(a, b);
+  int64_t n_active = 0;
+  for (int64_t b = 0; b < B; ++b) n_active += a.active[b];
+  return n_active;
+}
+
+template <typename T>
+int64_t dispatch(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
+                 torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
+                 torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
+                 const BlockStepParams& p) {
+  using R = typename Lanes<T>::R;
+  const Args<T> a{z.data_ptr<T>(),         f_out.data_ptr<T>(),         z_next.data_ptr<T>(),
+                  active.data_ptr<bool>(), converged.data_ptr<bool>(),  diverged.data_ptr<bool>(),
+                  nstep.data_ptr<int32_t>(), abs_res.data_ptr<R>(),     rel_res.data_ptr<R>(),
+                  z.size(1),               p};
+  // sigma == 0: the reference adds no noise term at all
+  return p.sigma != 0.0 ? run<T, true>(a, z.size(0)) : run<T, false>(a, z.size(0));
+}
+
+}  // namespace
+
+int64_t block_step_cpu(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
+                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
+                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
+                       const BlockStepParams& p) {
+  switch (z.scalar_type()) {
+    case torch::kFloat32:
+      return dispatch<float>(z, f_out, z_next, active, converged, diverged, nstep, abs_res,
+                             rel_res, p);
+    case torch::kFloat64:
+      return dispatch<double>(z, f_out, z_next, active, converged, diverged, nstep, abs_res,
+                              rel_res, p);
+    case torch::kBFloat16:
+      return dispatch<c10::BFloat16>(z, f_out, z_next, active, converged, diverged, nstep,
+                                     abs_res, rel_res, p);
+    default:
+      TORCH_CHECK(false, "block_step: z must be float32, float64 or bfloat16, got ",
+                  z.scalar_type());
+  }
+  return -1;
+}
+
+}  // namespace eqk
