@@ -21,13 +21,15 @@ class DEQ(nn.Module):
     block(z, x) -> z' is any module with z' shaped like z. z may have any shape (B, ...);
     solvers see it as (B, n). Stopping is per sample (info.nstep, info.converged, ...).
 
-    solver: "anderson" | "fixed_point" | "broyden"; solver_kwargs go to it (m, lam, beta, ...).
+    solver: "anderson" | "fixed_point" | "broyden" | "damped" (fused damped/noisy loop for
+      long fixed-step runs); solver_kwargs go to it (m, lam, beta, damping, noise_std, ...).
     backward: "implicit" (IFT adjoint solve, memory constant in max_iter) | "phantom"
       (phantom_steps damped steps from z*) | "one_step" (JFB) | "unroll" (unroll_steps
       recorded steps from z*). Override per call with deq(x, backward=...).
     backward_solver / backward_max_iter / backward_tol / backward_solver_kwargs: the adjoint
       solve of "implicit"; default to the forward settings.
     spectral_radius: put a power-iteration estimate of rho(J_f(z*)) in info.
+    progress: show a progress bar for the forward solve (step, live samples, median residual).
     """
 
     def __init__(self, block: nn.Module, solver: str = "anderson", max_iter: int = 50,
@@ -37,7 +39,8 @@ class DEQ(nn.Module):
                  backward_solver_kwargs: Optional[dict] = None, phantom_steps: int = 5,
                  phantom_damping: float = 0.5, unroll_steps: int = 5,
                  check_every: Optional[int] = None, on_diverge: str = "warn",
-                 trajectory: bool = False, spectral_radius: bool = False):
+                 trajectory: bool = False, spectral_radius: bool = False,
+                 progress: bool = False):
         super().__init__()
         if not callable(block):
             raise TypeError(f"block must be a callable nn.Module, got {type(block).__name__}")
@@ -51,7 +54,9 @@ class DEQ(nn.Module):
                                   **(solver_kwargs or {}))
         same_solver = backward_solver in (None, solver)
         if backward_solver_kwargs is None:  # the forward's options only fit the same solver
-            backward_solver_kwargs = (solver_kwargs or {}) if same_solver else {}
+            # The adjoint is a deterministic linear fixed point: never inject noise into it.
+            backward_solver_kwargs = ({k: v for k, v in (solver_kwargs or {}).items()
+                                       if k != "noise_std"} if same_solver else {})
         self.adjoint_kwargs = dict(
             max_iter=backward_max_iter or max_iter, tol=backward_tol or tol, stop_mode=stop_mode,
             check_every=check_every, on_diverge=on_diverge, **backward_solver_kwargs)
@@ -64,6 +69,7 @@ class DEQ(nn.Module):
         self.phantom_steps, self.phantom_damping = phantom_steps, phantom_damping
         self.unroll_steps = unroll_steps
         self.trajectory = trajectory
+        self.progress = progress
         self.want_spectral_radius = spectral_radius
         self.last_backward_info = None  # SolverInfo of the latest implicit adjoint solve
 
@@ -84,7 +90,8 @@ class DEQ(nn.Module):
 
         with torch.no_grad():
             z_star, info = self.solver(f, z0.reshape(B, -1).to(state_dtype),
-                                       trajectory=self.trajectory, **self.solver_kwargs)
+                                       trajectory=self.trajectory, progress=self.progress,
+                                       **self.solver_kwargs)
         if self.want_spectral_radius:
             info.spectral_radius = spectral_radius(f, z_star)
         z = self._attach_gradient(f, z_star, x, _check_backward(backward or self.backward_mode))

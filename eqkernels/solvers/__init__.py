@@ -1,10 +1,13 @@
-"""Batched fixed-point solvers with per-sample stopping: fixed_point, anderson, broyden."""
+"""Batched fixed-point solvers with per-sample stopping: fixed_point, anderson, broyden,
+and damped (the fused, optionally noisy, long-run loop)."""
 from eqkernels.solvers.anderson import anderson
 from eqkernels.solvers.base import DivergenceError, SolverInfo
 from eqkernels.solvers.broyden import broyden
+from eqkernels.solvers.damped import damped
 from eqkernels.solvers.fixed_point import fixed_point
 
-SOLVERS = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden}
+SOLVERS = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden,
+           "damped": damped}
 
 
 def get_solver(name):
@@ -14,5 +17,5 @@ def get_solver(name):
     return SOLVERS[name]
 
 
-__all__ = ["anderson", "broyden", "fixed_point", "get_solver", "SOLVERS", "SolverInfo",
+__all__ = ["anderson", "broyden", "damped", "fixed_point", "get_solver", "SOLVERS", "SolverInfo",
            "DivergenceError"]

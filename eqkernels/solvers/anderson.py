@@ -8,7 +8,7 @@ MAX_HISTORY = 16  # the fused kernels keep the small system on the stack / in re
 
 
 def anderson(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=6, lam=1e-4, beta=1.0,
-             restart_growth=10.0, check_every=None, on_diverge="warn", trajectory=False,
+             restart_growth=10.0, check_every=None, on_diverge="warn", trajectory=False, progress=False,
              backend="auto"):
     """Solve z = f(z) by Anderson mixing over the last m iterates.
 
@@ -40,4 +40,4 @@ def anderson(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=6, lam=1e-4, be
 
     return iterate(f, z0, make_step, solver="anderson", max_iter=max_iter, tol=tol,
                    stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,
-                   trajectory=trajectory)
+                   trajectory=trajectory, progress=progress)

@@ -9,6 +9,7 @@ only every `check_every` steps, since on a GPU each ask is a host sync.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -16,11 +17,15 @@ from typing import Callable, Optional
 import torch
 
 from eqkernels.ops.tracking import STOP_MODES, SolveState
+from eqkernels.solvers.trajectory import TrajectoryRecorder
 
 ON_DIVERGE = ("warn", "raise", "ignore")
 # How often the loop looks at the device for "all samples done". On the CPU the
 # look is free; on a GPU each one is a host sync, so it is amortised.
 DEFAULT_CHECK_EVERY = {"cpu": 1, "cuda": 16}
+# The progress bar's live-sample count and median residual cost a host sync: at most
+# this often (seconds), and only at a check step.
+PROGRESS_REFRESH_S = 0.5
 
 
 class DivergenceError(FloatingPointError):
@@ -32,8 +37,10 @@ class SolverInfo:
     """What a solve did, per sample (leading dimension B).
 
     nstep: (B,) int32 f evaluations used; abs_residual, rel_residual: (B,) residual of the
-    returned iterate; converged, diverged: (B,) bool; trajectory: (T, B) abs residual after
-    each step, or None; spectral_radius: (B,) estimate of rho(J_f) at z*, when asked for.
+    returned iterate (for "damped": its last step size ||z_T - z_(T-1)||); converged, diverged: (B,) bool; trajectory: (T, B) abs residual after
+    the steps listed in trajectory_steps (every step for short runs; evenly thinned to at
+    most 1024 rows for long ones), or None; spectral_radius: (B,) estimate of rho(J_f) at
+    z*, when asked for.
     """
 
     nstep: torch.Tensor
@@ -44,6 +51,7 @@ class SolverInfo:
     solver: str
     backend: str
     trajectory: Optional[torch.Tensor] = None
+    trajectory_steps: Optional[torch.Tensor] = None
     spectral_radius: Optional[torch.Tensor] = None
     extra: dict = field(default_factory=dict)
 
@@ -75,37 +83,85 @@ def validate_options(z0, *, max_iter, tol, stop_mode, check_every, on_diverge):
 
 def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, max_iter: int,
             tol: float, stop_mode: str = "abs", check_every: Optional[int] = None,
-            on_diverge: str = "warn", trajectory: bool = False):
+            on_diverge: str = "warn", trajectory: bool = False, progress: bool = False,
+            returns: str = "best", state: Optional[SolveState] = None):
     """Run `step` until every sample has converged or diverged, or max_iter.
 
     f: (B, n) -> (B, n); z0: (B, n) float32/float64.
     make_step(z0) -> (backend name, step); step(z, fz, state) -> samples still active
     or None, advances z in place.
-    Returns (z, info): z (B, n) the lowest-residual iterate of each sample.
+    returns: "best" (each sample's lowest-residual iterate, its residual in info) or "last"
+    (the final iterate, e.g. of a noisy run, with its last measured residual).
+    state: a SolveState to use (a solver whose residuals are not in z's dtype makes its own).
+    progress: show a tqdm bar (step, live samples, median residual).
+    Returns (z, info): z (B, n).
     """
     validate_options(z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
                      check_every=check_every, on_diverge=on_diverge)
+    if returns not in ("best", "last"):
+        raise ValueError(f"returns must be 'best' or 'last', got {returns!r}")
     if check_every is None:
         check_every = DEFAULT_CHECK_EVERY.get(z0.device.type, 16)
     backend, step = make_step(z0)
-    state = SolveState.start(z0)
+    state = SolveState.start(z0) if state is None else state
     z = z0.clone()
-    trace = []
+    recorder = TrajectoryRecorder() if trajectory else None
+    bar = _ProgressBar(solver, max_iter) if progress else None
     for it in range(1, max_iter + 1):
         fz = _evaluate(f, z)
         n_active = step(z, fz, state)
-        if trajectory:
-            trace.append(state.abs_res.clone())
+        del fz  # the block's output is dead now: do not hold it across the next call
+        if recorder is not None:
+            recorder.record(it, state.abs_res)
         if n_active is not None:
-            if n_active == 0:
-                break
-        elif it % check_every == 0 and not bool(state.active.any()):
+            done = n_active == 0
+        elif it % check_every == 0 or it == max_iter:
+            done = not bool(state.active.any())
+        else:
+            continue
+        if bar is not None:
+            bar.update(it, state, n_active)
+        if done:
             break
-    info = SolverInfo(nstep=state.nstep, abs_residual=state.best_abs, rel_residual=state.best_rel,
+    if bar is not None:
+        bar.close(state)
+    rows, steps = recorder.result() if recorder is not None else (None, None)
+    best = returns == "best"
+    info = SolverInfo(nstep=state.nstep, abs_residual=state.best_abs if best else state.abs_res,
+                      rel_residual=state.best_rel if best else state.rel_res,
                       converged=state.converged, diverged=state.diverged, solver=solver,
-                      backend=backend, trajectory=torch.stack(trace) if trace else None)
+                      backend=backend, trajectory=rows, trajectory_steps=steps)
     _report_divergence(info, on_diverge)
-    return state.best_z, info
+    return (state.best_z if best else z), info
+
+
+class _ProgressBar:
+    """tqdm bar over iterations; its postfix costs a sync, so it refreshes at most every
+    PROGRESS_REFRESH_S seconds, and only when the loop checks for completion anyway."""
+
+    def __init__(self, solver: str, max_iter: int):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=max_iter, desc=solver, unit="step", leave=True)
+        self.shown = 0
+        self.last_refresh = 0.0
+
+    def update(self, it: int, state: SolveState, n_active: Optional[int]) -> None:
+        self.bar.update(it - self.shown)
+        self.shown = it
+        now = time.monotonic()
+        if now - self.last_refresh >= PROGRESS_REFRESH_S:
+            self.last_refresh = now
+            self._postfix(state, n_active)
+
+    def _postfix(self, state, n_active):
+        live = int(state.active.sum()) if n_active is None else n_active
+        self.bar.set_postfix(live=f"{live}/{state.active.numel()}",
+                             median_res=f"{float(state.abs_res.float().median()):.2e}",
+                             refresh=False)
+
+    def close(self, state: SolveState) -> None:
+        self._postfix(state, None)
+        self.bar.close()
 
 
 def _evaluate(f, z):
@@ -124,7 +180,7 @@ def _report_divergence(info: SolverInfo, on_diverge: str) -> None:
     if n_bad == 0:
         return
     msg = (f"{info.solver}: {n_bad} of {info.diverged.numel()} samples produced NaN/Inf; they "
-           f"were frozen and their lowest-residual finite iterate is returned "
+           f"were frozen and an earlier finite iterate of theirs is returned "
            f"(info.diverged marks them)")
     if on_diverge == "raise":
         raise DivergenceError(msg)

@@ -17,7 +17,7 @@ SECANT_RTOL = 1e-12
 
 
 def broyden(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=8, check_every=None,
-            on_diverge="warn", trajectory=False, backend="auto"):
+            on_diverge="warn", trajectory=False, progress=False, backend="auto"):
     """Solve z = f(z). f: (B, n) -> (B, n); z0: (B, n). Returns (z, SolverInfo).
 
     backend is accepted for a uniform solver signature; Broyden runs in PyTorch.
@@ -65,4 +65,4 @@ def broyden(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", m=8, check_every=N
 
     return iterate(f, z0, make_step, solver="broyden", max_iter=max_iter, tol=tol,
                    stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,
-                   trajectory=trajectory)
+                   trajectory=trajectory, progress=progress)

@@ -8,7 +8,7 @@ from eqkernels.solvers.base import iterate
 
 
 def fixed_point(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", damping=1.0,
-                check_every=None, on_diverge="warn", trajectory=False, backend="auto"):
+                check_every=None, on_diverge="warn", trajectory=False, progress=False, backend="auto"):
     """Solve z = f(z). f: (B, n) -> (B, n); z0: (B, n). Returns (z, SolverInfo)."""
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping!r}")
@@ -19,4 +19,4 @@ def fixed_point(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", damping=1.0,
 
     return iterate(f, z0, lambda z0: ("reference", step), solver="fixed_point", max_iter=max_iter, tol=tol,
                    stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,
-                   trajectory=trajectory)
+                   trajectory=trajectory, progress=progress)
