@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -45,8 +46,49 @@ inline uint32_t lowbias32(uint32_t x) {
   return x;
 }
 
-// eps[i] for flat indices flat0 + i (mod 2^32), i < len. The hashes and uniforms vectorise;
-// log/cos are libm's float functions (the reference's to an ulp; no fast-math approximations).
+// Branch-free float log(u) and cos(2 pi u) for u in (0, 1), so the noise loop vectorises:
+// libm's scalar logf/cosf made a noisy step ~30x the cost of a noiseless one, slower than
+// torch.randn_like. Both agree with libm / torch to a few ulp, which is what the parity
+// tests allow for the noise (they hold the noiseless step to the reference's exact bits).
+inline float log_unit(float x) {  // x normal, > 0
+  // x = m 2^e with m in [sqrt(1/2), sqrt(2)), found by integer arithmetic on the bits (as
+  // musl's logf does): no branch, so the loop vectorises.
+  uint32_t ix;
+  std::memcpy(&ix, &x, sizeof ix);
+  const int32_t e = (int32_t(ix) - 0x3f3504f3) >> 23;  // 0x3f3504f3: sqrt(1/2)
+  const uint32_t im = ix - (uint32_t(e) << 23);
+  float m;
+  std::memcpy(&m, &im, sizeof m);
+  const float t = m - 1.0f;  // Cephes' logf polynomial
+  const float t2 = t * t;
+  float p = 7.0376836292e-2f;
+  p = p * t - 1.1514610310e-1f;
+  p = p * t + 1.1676998740e-1f;
+  p = p * t - 1.2420140846e-1f;
+  p = p * t + 1.4249322787e-1f;
+  p = p * t - 1.6668057665e-1f;
+  p = p * t + 2.0000714765e-1f;
+  p = p * t - 2.4999993993e-1f;
+  p = p * t + 3.3333331174e-1f;
+  return (t + (t * t2 * p - 0.5f * t2)) + float(e) * 0.693147180559945f;
+}
+
+inline float cos_2pi(float u) {  // u in [0, 1]
+  // cos(2 pi u) = -sin(w), w = 2 pi (y - 1/4) in [-pi/2, pi/2], y = min(u, 1 - u)
+  const float y = std::min(u, 1.0f - u);
+  const float w = 6.283185307179586f * (y - 0.25f);
+  const float w2 = w * w;
+  float s = 1.6059043836821613e-10f;  // Taylor series to w^13: error < 1e-9 on [-pi/2, pi/2]
+  s = s * w2 - 2.5052108385441720e-8f;
+  s = s * w2 + 2.7557319223985893e-6f;
+  s = s * w2 - 1.9841269841269841e-4f;
+  s = s * w2 + 8.3333333333333333e-3f;
+  s = s * w2 - 1.6666666666666667e-1f;
+  s = s * w2 + 1.0f;
+  return -(w * s);
+}
+
+// eps[i] for flat indices flat0 + i (mod 2^32), i < len; vectorises end to end.
 inline void standard_normal_block(uint32_t flat0, uint32_t key, int64_t len, float* eps) {
   alignas(64) float u1[BLK];
   for (int64_t i = 0; i < len; ++i) {
@@ -58,7 +100,7 @@ inline void standard_normal_block(uint32_t flat0, uint32_t key, int64_t len, flo
     u1[i] = (float(int32_t(h1 >> 8)) + 0.5f) * (1.0f / 16777216.0f);
   }
   for (int64_t i = 0; i < len; ++i)
-    eps[i] = std::sqrt(-2.0f * std::log(eps[i])) * std::cos(6.283185307179586f * u1[i]);
+    eps[i] = std::sqrt(-2.0f * log_unit(eps[i])) * cos_2pi(u1[i]);
 }
 
 // ---- vector helpers (GCC/Clang vector extensions; lowered to AVX2 / AVX-512 / SSE2 as -march
