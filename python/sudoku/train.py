@@ -1,0 +1,212 @@
+"""Training of the Sudoku reasoner: deep supervision, 1-step gradient, AdamW + warm-up, EMA.
+
+Per batch, up to `supervision_steps` segments: each runs one reasoning step from the
+carried latents (detached between segments), takes the loss
+    cross-entropy(lm_head(z_H), answer) + BCE(halt logit, "whole board correct")
+and an optimizer step. The gradient flows through the last update of z_L and z_H's
+update (grad_rounds = 1: the recipe's 1-step gradient) or the last grad_rounds rounds. A segment whose boards are all solved and
+whose halting head says so ends the batch early.
+
+Checkpoints (`<out>/ckpt.pt`) hold the model config, weights, optimizer, EMA weights,
+the data position and every RNG state, so a resumed run continues exactly where the
+interrupted one stopped. Metrics go to `<out>/metrics.jsonl`.
+
+CLI:  python -m sudoku.train --data train.csv --out runs/a --steps 2000
+(run from python/ or with python/ on PYTHONPATH); --resume continues runs/a.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+
+from sudoku.model import ReasonerConfig, SudokuReasoner
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    steps: int = 1000               # optimizer steps in all
+    lr: float = 1e-4
+    weight_decay: float = 1.0
+    warmup: int = 100
+    ema_decay: float = 0.999
+    supervision_steps: int = 16
+    grad_rounds: int = 1
+    checkpoint_every: int = 200
+    augment: bool = True
+    seed: int = 0
+
+
+def _grad_mode(grad_rounds: int):
+    """1: the recipe's 1-step gradient; k > 1: the last k rounds unrolled by autograd."""
+    if grad_rounds < 1:
+        raise ValueError(f"grad_rounds must be >= 1, got {grad_rounds}")
+    return "last" if grad_rounds == 1 else grad_rounds
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+
+
+class Trainer:
+    def __init__(self, model: SudokuReasoner, questions, answers, cfg: TrainConfig, out: str,
+                 augment_fn=None):
+        if questions.shape != answers.shape or questions.dim() != 2 or questions.shape[1] != 81:
+            raise ValueError(f"questions and answers must both be (N, 81), got "
+                             f"{tuple(questions.shape)}, {tuple(answers.shape)}")
+        self.model, self.cfg, self.out = model, cfg, out
+        self.questions, self.answers = questions, answers
+        self.augment_fn = augment_fn if cfg.augment else None
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                                     weight_decay=cfg.weight_decay)
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.step = 0
+        self.position = 0           # index into the current epoch's order
+        self.epoch = 0
+        self.order = self._epoch_order()
+        os.makedirs(out, exist_ok=True)
+
+    def _epoch_order(self):
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.questions.shape[0], generator=g)
+
+    def _next_batch(self):
+        B = self.cfg.batch_size
+        if self.position + B > len(self.order):
+            self.epoch += 1
+            self.position = 0
+            self.order = self._epoch_order()
+        idx = self.order[self.position:self.position + B]
+        self.position += B
+        q, a = self.questions[idx], self.answers[idx]
+        if self.augment_fn is not None:
+            q, a = self.augment_fn(q, a)
+        return q, a
+
+    def train_batch(self):
+        """One batch of deep supervision; returns its metrics."""
+        device = next(self.model.parameters()).device
+        q, a = (t.to(device) for t in self._next_batch())
+        blanks = q == 1
+        carry, losses, segments = None, [], 0
+        for _ in range(self.cfg.supervision_steps):
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(self.step, self.cfg)
+            logits, q_logits, carry = self.model(q, carry=carry, steps=1,
+                                                 grad=_grad_mode(self.cfg.grad_rounds))
+            pred = logits.argmax(-1)
+            solved = (pred == a).all(dim=1)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), a.reshape(-1)) + \
+                F.binary_cross_entropy_with_logits(q_logits[:, 0].float(), solved.float())
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self._update_ema()
+            self.step += 1
+            segments += 1
+            losses.append(float(loss.detach()))
+            if bool(solved.all()) and bool((q_logits[:, 0] > 0).all()):
+                break
+            if self.step >= self.cfg.steps:
+                break
+        cell_acc = float(((pred == a) & blanks).sum() / blanks.sum().clamp(min=1))
+        return dict(step=self.step, loss=sum(losses) / len(losses), cell_acc=cell_acc,
+                    board_acc=float(solved.float().mean()), segments=segments,
+                    lr=lr_at(self.step - 1, self.cfg))
+
+    @torch.no_grad()
+    def _update_ema(self):
+        d = self.cfg.ema_decay
+        for pe, p in zip(self.ema.parameters(), self.model.parameters()):
+            pe.lerp_(p.detach(), 1 - d)
+
+    def run(self, progress: bool = True):
+        from tqdm.auto import tqdm
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step",
+                   disable=not progress)
+        log = open(os.path.join(self.out, "metrics.jsonl"), "a")
+        try:
+            while self.step < self.cfg.steps:
+                before = self.step
+                metrics = self.train_batch()
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+                bar.update(self.step - before)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", cell=f"{metrics['cell_acc']:.3f}",
+                                board=f"{metrics['board_acc']:.3f}", refresh=False)
+                if self.step // self.cfg.checkpoint_every != before // self.cfg.checkpoint_every:
+                    self.save()
+        finally:
+            bar.close()
+            log.close()
+        self.save()
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def state(self):
+        return dict(model_config=self.model.cfg.to_dict(), train_config=asdict(self.cfg),
+                    model=self.model.state_dict(), ema=self.ema.state_dict(),
+                    optimizer=self.opt.state_dict(), step=self.step, epoch=self.epoch,
+                    position=self.position,
+                    rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
+
+    def save(self):
+        path = os.path.join(self.out, "ckpt.pt")
+        torch.save(self.state(), path + ".tmp")
+        os.replace(path + ".tmp", path)  # never a half-written checkpoint
+
+    def load(self, path):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.step, self.epoch, self.position = ckpt["step"], ckpt["epoch"], ckpt["position"]
+        self.cfg.seed = ckpt["train_config"]["seed"]  # the data order is the run's, not ours
+        self.order = self._epoch_order()
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate(ckpt["rng"]["python"])
+
+
+def load_checkpoint(path: str, device="cpu", ema: bool = True):
+    """(model, checkpoint dict): the EMA weights by default, ready for evaluation."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = SudokuReasoner(ReasonerConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["ema" if ema else "model"])
+    return model.to(device), ckpt
+
+
+def main(argv=None):
+    from sudoku import data as sdata
+    p = argparse.ArgumentParser(description="Train the Sudoku equilibrium reasoner.")
+    p.add_argument("--data", required=True, help="CSV in the Sudoku-Extreme format")
+    p.add_argument("--out", required=True, help="run directory (checkpoint, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    for name, value in asdict(TrainConfig()).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = p.parse_args(argv)
+    cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    questions, answers = sdata.load_tensors(args.data)
+    model = SudokuReasoner(ReasonerConfig(hidden=args.hidden, layers=args.layers)).to(args.device)
+    trainer = Trainer(model, questions, answers, cfg, args.out, augment_fn=sdata.augment_batch)
+    ckpt = os.path.join(args.out, "ckpt.pt")
+    if args.resume and os.path.exists(ckpt):
+        trainer.load(ckpt)
+        print(f"resumed at step {trainer.step}")
+    trainer.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Sudoku training: deep supervision runs, checkpoints resume exactly, evaluation aggregates."""
+import os
+import random
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+
+from sudoku.evaluate import aggregate, evaluate, log_spaced_depths  # noqa: E402
+from sudoku.model import ReasonerConfig, SudokuReasoner  # noqa: E402
+from sudoku.train import TrainConfig, Trainer, load_checkpoint  # noqa: E402
+
+SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2)
+
+
+def _pattern_puzzles(N, gen):
+    """Valid solved grids (a shifted pattern, relabelled) with random blanks, encoded."""
+    r, c = torch.arange(9)[:, None], torch.arange(9)[None, :]
+    base = ((r * 3 + r // 3 + c) % 9).flatten()
+    answers = torch.stack([torch.randperm(9, generator=gen)[base] + 2 for _ in range(N)])
+    blanks = torch.rand(N, 81, generator=gen) < 0.5
+    return torch.where(blanks, torch.ones_like(answers), answers), answers
+
+
+def _trainer(out, seed, init_seed=None):
+    """A small run on data drawn from `seed`; weights and RNG from init_seed (default seed)."""
+    torch.manual_seed(seed if init_seed is None else init_seed)
+    random.seed(seed)
+    q, a = _pattern_puzzles(12, torch.Generator().manual_seed(seed))
+    model = SudokuReasoner(ReasonerConfig(**SMALL))
+    cfg = TrainConfig(batch_size=4, steps=6, warmup=2, supervision_steps=2, checkpoint_every=3,
+                      augment=False, seed=seed)
+    return Trainer(model, q, a, cfg, out)
+
+
+def test_resume_after_interruption_loses_nothing(tmp_path):
+    seed = random.randrange(2**31)
+    straight = _trainer(str(tmp_path / "a"), seed)
+    straight.run(progress=False)
+    interrupted = _trainer(str(tmp_path / "b"), seed)
+    interrupted.cfg.steps = 4
+    interrupted.run(progress=False)  # saves at step 4
+    resumed = _trainer(str(tmp_path / "b"), seed, init_seed=seed + 1)  # other weights/RNG: load
+    resumed.load(str(tmp_path / "b" / "ckpt.pt"))
+    resumed.run(progress=False)
+    assert resumed.step == straight.step == 6
+    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    lines = open(tmp_path / "a" / "metrics.jsonl").read().splitlines()
+    assert len(lines) >= 3 and '"cell_acc"' in lines[0]
+    model, ckpt = load_checkpoint(str(tmp_path / "a" / "ckpt.pt"))
+    assert ckpt["step"] == 6 and isinstance(model, SudokuReasoner)
+
+
+def test_aggregation_vote_lowest_residual_and_pass_at_b():
+    answers = torch.full((2, 81), 5)
+    blanks = torch.ones(2, 81, dtype=torch.bool)
+    right, wrong = answers[0], torch.full((81,), 6)
+    preds = torch.stack([torch.stack([wrong, wrong, right]),   # vote wrong, lowest residual right
+                         torch.stack([right, right, wrong])])  # vote right, lowest residual wrong
+    residual = torch.tensor([[0.5, 0.6, 0.1], [0.5, 0.6, 0.1]])
+    scores = aggregate(preds, residual, answers, blanks)
+    assert scores["board"] == {"vote": 0.5, "lowest_residual": 0.5, "pass@3": 1.0}
+    assert scores["cell"]["pass@3"] == 1.0
+
+
+def test_evaluate_depth_breadth_and_adaptive_stopping():
+    torch.manual_seed(random.randrange(2**31))
+    model = SudokuReasoner(ReasonerConfig(**SMALL))
+    q, a = _pattern_puzzles(3, torch.Generator().manual_seed(random.randrange(2**31)))
+    full = evaluate(model, q, a, depth=20, breadth=2, full_depth=True)
+    assert [r.depth for r in full.results] == log_spaced_depths(20) == [1, 2, 5, 10, 20]
+    assert (full.steps_used == 20).all() and full.steps_used.shape == (6,)
+    # With the halting thresholds wide open every start stops once its residual window fills.
+    early = evaluate(model, q, a, depth=20, breadth=2, halt_tol=1e9, patience=0)
+    assert (early.steps_used == 3).all()
+    assert set(full.results[-1].board_acc) == {"vote", "lowest_residual", "pass@2"}
+    with pytest.raises(ValueError):
+        evaluate(model, q, a[:2], depth=5)
