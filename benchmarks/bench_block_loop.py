@@ -1,0 +1,184 @@
+"""Long-run loop of an equilibrium-reasoner-shaped block: plain PyTorch loop vs eqkernels.
+
+What it measures. The block is two post-norm transformer-MLP layers over (B, 81, 512)
+tokens (h <- RMSNorm(h + SwiGLU(h)), twice), run as
+
+    z <- (1 - lam) z + lam * block(z + injection) + sigma * eps,   lam = 0.95, sigma = 0.01
+
+for N steps, by
+  (a) eager    the loop as reference EqR-style code writes it: the update with
+               torch.randn_like, per-sample step norms, and a `.item()` halting test
+               every step;
+  (b) ours     eqkernels.damped: the same update, norms and halting mask in one fused
+               op, the host looking at the halting flag every check_every steps.
+Both run the same block on the same data (fp32 on CPU, bf16 autocast on CUDA) and
+do the same number of block calls (the tolerance is never met: sigma > 0).
+It prints steps/s of each and the ratio ours/eager. Issue targets: >= 1 on CPU (no
+slower); >= 3 on a GPU at B = 64.
+
+Run (from the repository root):
+
+    python benchmarks/bench_block_loop.py                      # B in 1, 64, 512 on CPU
+    python benchmarks/bench_block_loop.py --batches 1,64 --seconds 5
+    python benchmarks/bench_block_loop.py --device cuda --out benchmarks/results/block_loop_h100.md
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch import nn
+
+from timing import (environment_lines, format_table, median, synchronize, time_call,
+                    use_repo_checkout, write_markdown)
+
+use_repo_checkout()
+
+import eqkernels  # noqa: E402
+
+TOKENS, WIDTH = 81, 512
+DAMPING, SIGMA = 0.95, 0.01
+TOL = 1e-30  # never met with noise: both loops run exactly N steps
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, h):
+        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d, hidden):
+        super().__init__()
+        self.gate_up = nn.Linear(d, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, d, bias=False)
+
+    def forward(self, h):
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return self.down(nn.functional.silu(gate) * up)
+
+
+class ReasonerBlock(nn.Module):
+    """Two post-norm SwiGLU layers: h <- norm(h + mlp(h))."""
+
+    def __init__(self, d=WIDTH, hidden=4 * WIDTH * 2 // 3, layers=2):
+        super().__init__()
+        self.mlps = nn.ModuleList(SwiGLU(d, hidden) for _ in range(layers))
+        self.norms = nn.ModuleList(RMSNorm(d) for _ in range(layers))
+
+    def forward(self, h):
+        for mlp, norm in zip(self.mlps, self.norms):
+            h = norm(h + mlp(h))
+        return h
+
+
+def eager_loop(block, z0, inj, steps, autocast):
+    """The loop as plain PyTorch code writes it (one host sync per step for halting)."""
+    z = z0.clone()
+    for _ in range(steps):
+        with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=autocast):
+            f_out = block(z + inj).float()
+        z_next = (1 - DAMPING) * z + DAMPING * f_out + SIGMA * torch.randn_like(z)
+        step_norm = (z_next - z).flatten(1).norm(dim=1)
+        z = z_next
+        if bool((step_norm < TOL).all()):  # .item(): the per-step sync
+            break
+    return z
+
+
+def our_loop(block, z0, inj, steps, autocast, backend):
+    B = z0.shape[0]
+
+    def f(z_flat):
+        with torch.autocast(z_flat.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return block(z_flat.view(B, TOKENS, WIDTH) + inj).float().reshape(B, -1)
+
+    z, info = eqkernels.damped(f, z0.reshape(B, -1), max_iter=steps, tol=TOL, damping=DAMPING,
+                               noise_std=SIGMA, seed=0, backend=backend)
+    return z, info
+
+
+def run_batch(B, args, device):
+    torch.manual_seed(args.seed)
+    block = ReasonerBlock().to(device)
+    inj = torch.randn(B, TOKENS, WIDTH, device=device)
+    z0 = torch.randn(B, TOKENS, WIDTH, device=device)
+    autocast = device.type == "cuda"
+    with torch.no_grad():
+        one_step, _ = time_call(lambda: eager_loop(block, z0, inj, 1, autocast), device)
+        steps = args.steps or max(2, min(args.max_steps, int(args.seconds / max(one_step, 1e-6))))
+        backend = [None]
+
+        def ours():
+            _, info = our_loop(block, z0, inj, steps, autocast, args.backend)
+            backend[0] = info.backend
+
+        ours()  # warm-up (and the backend name)
+        eager_loop(block, z0, inj, 1, autocast)
+        eager_t, ours_t = [], []
+        for _ in range(args.repeats):  # interleaved, so load drift hits both alike
+            eager_t.append(time_call(lambda: eager_loop(block, z0, inj, steps, autocast), device)[0])
+            ours_t.append(time_call(ours, device)[0])
+    eager_rate, ours_rate = steps / median(eager_t), steps / median(ours_t)
+    ratio = ours_rate / eager_rate
+    target = 1.0 if device.type == "cpu" else (3.0 if B == 64 else None)
+    verdict = "-" if target is None else f">= {target:g} {'ok' if ratio >= target else 'MISS'}"
+    print(f"  B={B}: {steps} steps, backend {backend[0]}, eager {eager_rate:.2f} steps/s, "
+          f"ours {ours_rate:.2f} steps/s", flush=True)
+    return [str(B), str(steps), backend[0], f"{eager_rate:.2f}", f"{ours_rate:.2f}",
+            f"{ratio:.3f}", verdict]
+
+
+HEADERS = ["B", "steps", "backend", "eager steps/s", "ours steps/s", "ours/eager", "target"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", default="1,64,512", help="comma-separated B list")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--backend", default="auto", help="eqkernels backend for the epilogue")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per timed run (default: about --seconds of work, >= 2)")
+    p.add_argument("--seconds", type=float, default=2.0, help="target seconds per timed run")
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the table as markdown here")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device visible")
+    print("Running...", flush=True)
+    rows = [run_batch(int(b), args, device) for b in args.batches.split(",") if b.strip()]
+    header = ["Long-run loop: plain PyTorch eager loop vs eqkernels.damped",
+              *environment_lines(device),
+              f"block: 2 x post-norm RMSNorm + SwiGLU over (B, {TOKENS}, {WIDTH}), "
+              f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}; damping {DAMPING}, "
+              f"sigma {SIGMA}; median of {args.repeats} interleaved runs"]
+    notes = ["ours/eager = steps/s of eqkernels.damped over the eager loop's, same run; "
+             "targets: >= 1 on CPU, >= 3 at B=64 on a GPU."]
+    print()
+    print("\n".join(header))
+    print(format_table(HEADERS, rows))
+    print("\n".join(notes))
+    if args.out:
+        write_markdown(args.out, header[0], header[1:], format_table(HEADERS, rows, markdown=True),
+                       notes)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
