@@ -79,3 +79,14 @@ def test_evaluate_depth_breadth_and_adaptive_stopping():
     assert set(full.results[-1].board_acc) == {"vote", "lowest_residual", "pass@2"}
     with pytest.raises(ValueError):
         evaluate(model, q, a[:2], depth=5)
+
+
+def test_a_few_training_steps_reduce_the_loss(tmp_path):
+    torch.manual_seed(random.randrange(2**31))
+    q, a = _pattern_puzzles(8, torch.Generator().manual_seed(random.randrange(2**31)))
+    model = SudokuReasoner(ReasonerConfig(**SMALL))
+    cfg = TrainConfig(batch_size=8, steps=40, lr=3e-3, weight_decay=0.0, warmup=1,
+                      supervision_steps=1, checkpoint_every=1000, augment=False)
+    trainer = Trainer(model, q, a, cfg, str(tmp_path))
+    losses = [trainer.train_batch()["loss"] for _ in range(40)]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses

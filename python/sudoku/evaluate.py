@@ -13,8 +13,10 @@ Adaptive compute (default): a start whose predicted board has not changed for
 of the batch; `full_depth=True` runs everything to the end for a fair comparison. The
 report includes the distribution of steps used.
 
-CLI:  python -m sudoku.evaluate --data puzzles.csv --checkpoint run/ckpt.pt --depth 1000 --breadth 8
-(run from python/ or with python/ on PYTHONPATH).
+Invalid boards count as wrong: nothing is repaired afterwards by a classical solver.
+
+CLI:  python -m sudoku eval --data puzzles.csv --checkpoint run/ckpt.pt --depth 1000 --breadth 8
+      [--plot depth.png]   (with python/ on PYTHONPATH)
 """
 from __future__ import annotations
 
@@ -54,6 +56,28 @@ class EvalReport:
     breadth: int
     results: List[DepthResult] = field(default_factory=list)
     steps_used: Optional[torch.Tensor] = None  # (P * breadth,) reasoning steps per start
+    residual_by_step: List[float] = field(default_factory=list)  # mean ||z_t - z_(t-1)|| of
+    # the starts still running at step t (per element of z_H)
+
+    def plot(self, path: str) -> None:
+        """PNG: board accuracy against depth (log x) and the residual against t (log y)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        depths = [r.depth for r in self.results]
+        for agg in (self.results[0].board_acc if self.results else {}):
+            ax1.plot(depths, [r.board_acc[agg] for r in self.results], marker="o", label=agg)
+        ax1.set(xscale="log", xlabel="depth (reasoning steps)", ylabel="board accuracy",
+                title=f"breadth {self.breadth}")
+        ax1.legend()
+        steps = range(1, len(self.residual_by_step) + 1)
+        ax2.plot(steps, self.residual_by_step)
+        ax2.set(yscale="log", xlabel="step t", ylabel="mean ||z_t - z_(t-1)|| per element",
+                title="latent residual")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
     def table(self) -> str:
         aggs = list(self.results[0].board_acc) if self.results else []
@@ -141,6 +165,7 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
                 sub.round(h, l, xi)
             z_H[idx], z_L[idx] = h, l
             change = (h - before).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
+            report.residual_by_step.append(float(change.mean()))
             window[idx] = torch.cat([window[idx, 1:], change[:, None]], dim=1)
             pred = model.heads(h)[0].argmax(-1)
             same = (pred == last_pred[idx]).all(dim=1)
@@ -174,12 +199,20 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="first N puzzles only")
     p.add_argument("--full-depth", action="store_true", help="no adaptive early stopping")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--plot", default=None, help="also write accuracy/residual plots to this PNG")
     args = p.parse_args(argv)
     model = load_checkpoint(args.checkpoint, device=args.device)[0]
     questions, answers = sdata.load_tensors(args.data, limit=args.limit)
     report = evaluate(model, questions, answers, depth=args.depth, breadth=args.breadth,
                       full_depth=args.full_depth, progress=True)
     print(report.table())
+    res = report.residual_by_step
+    marks = log_spaced_depths(len(res))
+    print("residual ||z_t - z_(t-1)|| (mean per element): " +
+          ", ".join(f"t={t}: {res[t - 1]:.3e}" for t in marks))
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
