@@ -36,8 +36,8 @@ import sys
 
 import torch
 
-from timing import (copy_bandwidth, environment_lines, fmt_us, format_table, measure, median,
-                    parse_sizes, spread, synchronize, use_repo_checkout, write_markdown)
+from timing import (copy_bandwidth, environment_lines, fmt_us, measure, median, parse_sizes,
+                    report, setup_device, spread, synchronize, use_repo_checkout)
 
 use_repo_checkout()
 
@@ -161,11 +161,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device visible")
+    device = setup_device(args.device, args.threads)
     if args.include_interpreted and os.environ.get("TRITON_INTERPRET") != "1":
         print("--include-interpreted: TRITON_INTERPRET=1 is not set, triton will be skipped",
               file=sys.stderr)
@@ -218,14 +214,7 @@ def main(argv=None):
     if on_gpu:
         notes.append(f"GPU target: >= {GPU_TARGET_FRACTION:.0%} of copy bandwidth for B*n >= 1M "
                      f"(fast backends).")
-    print()
-    print("\n".join(header))
-    print(format_table(headers, rows))
-    print("\n".join(notes))
-    if args.out:
-        write_markdown(args.out, header[0], header[1:], format_table(headers, rows, markdown=True),
-                       notes)
-        print(f"wrote {args.out}")
+    report(header, headers, rows, notes, args.out)
 
 
 if __name__ == "__main__":

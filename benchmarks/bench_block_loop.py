@@ -25,13 +25,12 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 from torch import nn
 
-from timing import (environment_lines, format_table, median, synchronize, time_call,
-                    use_repo_checkout, write_markdown)
+from timing import (environment_lines, median, report, setup_device, time_call,
+                    use_repo_checkout)
 
 use_repo_checkout()
 
@@ -156,11 +155,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device visible")
+    device = setup_device(args.device, args.threads)
     print("Running...", flush=True)
     rows = [run_batch(int(b), args, device) for b in args.batches.split(",") if b.strip()]
     header = ["Long-run loop: plain PyTorch eager loop vs eqkernels.damped",
@@ -170,14 +165,7 @@ def main(argv=None):
               f"sigma {SIGMA}; median of {args.repeats} interleaved runs"]
     notes = ["ours/eager = steps/s of eqkernels.damped over the eager loop's, same run; "
              "targets: >= 1 on CPU, >= 3 at B=64 on a GPU."]
-    print()
-    print("\n".join(header))
-    print(format_table(HEADERS, rows))
-    print("\n".join(notes))
-    if args.out:
-        write_markdown(args.out, header[0], header[1:], format_table(HEADERS, rows, markdown=True),
-                       notes)
-        print(f"wrote {args.out}")
+    report(header, HEADERS, rows, notes, args.out)
 
 
 if __name__ == "__main__":

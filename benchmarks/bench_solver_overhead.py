@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from timing import (environment_lines, fmt_ms, format_table, measure, median, parse_sizes,
-                    spread, synchronize, time_call, use_repo_checkout, write_markdown)
+from timing import (environment_lines, fmt_ms, median, parse_sizes,
+                    report, setup_device, spread, synchronize, time_call, use_repo_checkout)
 
 use_repo_checkout()
 
@@ -222,11 +222,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device visible")
+    device = setup_device(args.device, args.threads)
     dtype = getattr(torch, args.dtype)
     sizes = parse_sizes(args.sizes, 2)
     our_backends = []
@@ -258,14 +254,7 @@ def main(argv=None):
              "10% ('fewer': we needed over 10% fewer).",
              "overhead = solve time / time of the same number of f calls alone (same run); "
              "ours/td = our overhead / torchdeq's."]
-    print()
-    print("\n".join(header))
-    print(format_table(HEADERS, rows))
-    print("\n".join(notes))
-    if args.out:
-        write_markdown(args.out, header[0], header[1:], format_table(HEADERS, rows, markdown=True),
-                       notes)
-        print(f"wrote {args.out}")
+    report(header, HEADERS, rows, notes, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import argparse
 import torch
 from torch import nn
 
-from timing import environment_lines, format_table, use_repo_checkout, write_markdown
+from timing import environment_lines, report, use_repo_checkout
 
 use_repo_checkout()
 
@@ -129,14 +129,7 @@ def main(argv=None):
               f"block tanh(z W^T + x U^T), B={args.batch}, n={args.width}, float32, damped loop "
               f"(damping {DAMPING}, noise {SIGMA}); adjoint capped at 1000 steps"]
     notes = ["saved = bytes autograd kept for backward; peak = growth of peak RSS over the step."]
-    print()
-    print("\n".join(header))
-    print(format_table(headers, rows))
-    print("\n".join(notes))
-    if args.out:
-        write_markdown(args.out, header[0], header[1:], format_table(headers, rows, markdown=True),
-                       notes)
-        print(f"wrote {args.out}")
+    report(header, headers, rows, notes, args.out)
 
 
 if __name__ == "__main__":

@@ -156,6 +156,29 @@ def write_markdown(path: str, title: str, header_lines: Sequence[str], table_md:
     Path(path).write_text("\n".join(text).rstrip() + "\n")
 
 
+def report(header_lines: Sequence[str], headers: Sequence[str], rows, notes: Sequence[str],
+           out: Optional[str] = None) -> None:
+    """Print a benchmark's result (title first in header_lines) and, with out, save it as markdown."""
+    print()
+    print("\n".join(header_lines))
+    print(format_table(headers, rows))
+    print("\n".join(notes))
+    if out:
+        write_markdown(out, header_lines[0], header_lines[1:],
+                       format_table(headers, rows, markdown=True), notes)
+        print(f"wrote {out}")
+
+
+def setup_device(name: str, threads: Optional[int] = None) -> torch.device:
+    """torch.device(name) after torch.set_num_threads(threads); exits if CUDA is asked for and absent."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device visible")
+    return device
+
+
 def parse_sizes(text: str, arity: int) -> List[tuple]:
     """'8x128,64x256' -> [(8, 128), (64, 256)] (each entry must have `arity` numbers)."""
     sizes = []

@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import random
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import torch
 from torch.nn import functional as F
