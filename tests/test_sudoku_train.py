@@ -90,3 +90,36 @@ def test_a_few_training_steps_reduce_the_loss(tmp_path):
     trainer = Trainer(model, q, a, cfg, str(tmp_path))
     losses = [trainer.train_batch()["loss"] for _ in range(40)]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def _sharded_eval_worker(rank, world, tmp, depth, breadth):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=world)
+    try:
+        saved = torch.load(f"{tmp}/case.pt")
+        model = SudokuReasoner(ReasonerConfig(**saved["cfg"]))
+        model.load_state_dict(saved["state"])
+        report = evaluate(model, saved["q"], saved["a"], depth=depth, breadth=breadth)
+        torch.save(report, f"{tmp}/report_{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_sharded_over_two_gloo_processes_equals_one_process(tmp_path):
+    """torch.distributed (gloo, 2 CPU processes): every rank reports the one-process metrics."""
+    import torch.multiprocessing as mp
+    torch.manual_seed(random.randrange(2**31))
+    cfg = dict(SMALL, noise_std=0.0)  # noise keys follow batch rows, which sharding moves
+    model = SudokuReasoner(ReasonerConfig(**cfg))
+    q, a = _pattern_puzzles(5, torch.Generator().manual_seed(random.randrange(2**31)))
+    torch.save(dict(cfg=cfg, state=model.state_dict(), q=q, a=a), tmp_path / "case.pt")
+    single = evaluate(model, q, a, depth=6, breadth=2)
+    mp.spawn(_sharded_eval_worker, args=(2, str(tmp_path), 6, 2), nprocs=2, join=True)
+    for rank in range(2):
+        sharded = torch.load(tmp_path / f"report_{rank}.pt", weights_only=False)
+        assert [r.depth for r in sharded.results] == [r.depth for r in single.results]
+        for r1, r2 in zip(single.results, sharded.results):
+            assert r1.board_acc == r2.board_acc and r1.cell_acc == pytest.approx(r2.cell_acc)
+            assert r1.mean_residual == pytest.approx(r2.mean_residual, rel=1e-5)
+        assert sorted(sharded.steps_used.tolist()) == sorted(single.steps_used.tolist())
+        assert sharded.residual_by_step == pytest.approx(single.residual_by_step, rel=1e-5)

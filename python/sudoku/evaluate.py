@@ -17,11 +17,15 @@ Invalid boards count as wrong: nothing is repaired afterwards by a classical sol
 
 CLI:  python -m sudoku eval --data puzzles.csv --checkpoint run/ckpt.pt --depth 1000 --breadth 8
       [--plot depth.png]   (with python/ on PYTHONPATH)
+Several processes: torchrun --nproc-per-node N -m sudoku eval ... shards the puzzles over
+the ranks (gloo on CPU, NCCL on GPUs) and all-gathers the results; every rank reports the
+same numbers as one process would.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -135,11 +139,18 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
                          f"{tuple(questions.shape)} and {tuple(answers.shape)}")
     model.eval()
     device = next(model.parameters()).device
+    # Under torch.distributed each rank takes puzzles rank, rank + world, ...; the random
+    # starts are drawn for all puzzles on every rank, so a start does not depend on the split.
+    rank, world = _dist_info()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    all_starts = model.initial_carry(questions.shape[0] * breadth, generator=gen)
+    mine = torch.arange(rank, questions.shape[0], world)
+    rows = (mine[:, None] * breadth + torch.arange(breadth)).flatten()
+    questions, answers = questions[mine], answers[mine]
     P = questions.shape[0]
     n = P * breadth
     tokens = questions.to(device).repeat_interleave(breadth, dim=0)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    z_H, z_L = (t.to(device) for t in model.initial_carry(n, generator=gen))
+    z_H, z_L = (t[rows].to(device) for t in all_starts)
     x = model.embed(tokens)
     runner = _FusedUpdates(model, z_H, seed)
     window = torch.zeros(n, RESIDUAL_WINDOW, device=device)  # latest per-step z_H changes
@@ -154,6 +165,8 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
         from tqdm.auto import tqdm
         bar = tqdm(total=depth, desc=f"eval breadth {breadth}", unit="step")
     blanks = questions == 1
+    residual_sums = []  # (sum, count) of the per-start z_H change at each step
+    snapshots = []      # (depth, (P, breadth, 81) predictions, (P, breadth) residuals)
     for t in range(1, depth + 1):
         idx = running.nonzero().squeeze(1)
         if idx.numel():
@@ -165,7 +178,7 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
                 sub.round(h, l, xi)
             z_H[idx], z_L[idx] = h, l
             change = (h - before).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
-            report.residual_by_step.append(float(change.mean()))
+            residual_sums.append((float(change.sum()), change.numel()))
             window[idx] = torch.cat([window[idx, 1:], change[:, None]], dim=1)
             pred = model.heads(h)[0].argmax(-1)
             same = (pred == last_pred[idx]).all(dim=1)
@@ -179,13 +192,43 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
             bar.update(1)
             bar.set_postfix(running=int(running.sum()), refresh=False)
         if t in marks:
-            res = window.mean(dim=1).view(P, breadth).cpu()
-            scores = aggregate(last_pred.view(P, breadth, -1).cpu(), res, answers.cpu(), blanks.cpu())
-            report.results.append(DepthResult(t, scores["board"], scores["cell"], float(res.mean())))
+            snapshots.append((t, last_pred.view(P, breadth, -1).cpu(),
+                              window.mean(dim=1).view(P, breadth).cpu()))
     if bar is not None:
         bar.close()
-    report.steps_used = steps_used.cpu()
+    local = dict(snapshots=snapshots, answers=answers.cpu(), blanks=blanks.cpu(),
+                 steps_used=steps_used.cpu(), residual_sums=residual_sums)
+    parts = _gather(local, world)
+    answers_all = torch.cat([p["answers"] for p in parts])
+    blanks_all = torch.cat([p["blanks"] for p in parts])
+    for k, (t, _, _) in enumerate(snapshots):
+        preds = torch.cat([p["snapshots"][k][1] for p in parts])
+        res = torch.cat([p["snapshots"][k][2] for p in parts])
+        scores = aggregate(preds, res, answers_all, blanks_all)
+        report.results.append(DepthResult(t, scores["board"], scores["cell"], float(res.mean())))
+    report.steps_used = torch.cat([p["steps_used"] for p in parts])
+    steps = max(len(p["residual_sums"]) for p in parts)
+    for t in range(steps):
+        got = [p["residual_sums"][t] for p in parts if t < len(p["residual_sums"])]
+        report.residual_by_step.append(sum(s for s, _ in got) / max(sum(c for _, c in got), 1))
     return report
+
+
+def _dist_info():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(obj, world):
+    """Every rank's `obj`, in rank order (just [obj] without torch.distributed)."""
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def main(argv=None):
@@ -201,10 +244,17 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--plot", default=None, help="also write accuracy/residual plots to this PNG")
     args = p.parse_args(argv)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     model = load_checkpoint(args.checkpoint, device=args.device)[0]
     questions, answers = sdata.load_tensors(args.data, limit=args.limit)
     report = evaluate(model, questions, answers, depth=args.depth, breadth=args.breadth,
                       full_depth=args.full_depth, progress=True)
+    if _dist_info()[0] != 0:
+        return
     print(report.table())
     res = report.residual_by_step
     marks = log_spaced_depths(len(res))

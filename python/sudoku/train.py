@@ -15,6 +15,8 @@ CLI:  python -m sudoku train --data train.csv --out runs/a     (python/ on PYTHO
       --resume continues runs/a. The defaults are a CPU-sized run; the recipe's GPU
       config is  --hidden 512 --batch-size 768 --lr 1e-4 --weight-decay 1.0
       --warmup 2000 --steps 50000 --ema-decay 0.999 (bf16 autocast on CUDA).
+      Data-parallel: torchrun --nproc-per-node N -m sudoku train ... (DDP; gloo on CPU,
+      NCCL on GPUs; --batch-size is the global batch).
 """
 from __future__ import annotations
 
@@ -70,6 +72,13 @@ class Trainer:
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                                      weight_decay=cfg.weight_decay)
         self.ema = copy.deepcopy(model).requires_grad_(False)
+        # Under torch.distributed (torchrun): DDP averages the gradients, each rank takes its
+        # slice of every global batch, and rank 0 alone writes checkpoints and metrics.
+        self.rank, self.world = _dist_info()
+        self.forward_model = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.forward_model = DistributedDataParallel(model)
         self.step = 0
         self.position = 0           # index into the current epoch's order
         self.epoch = 0
@@ -86,7 +95,7 @@ class Trainer:
             self.epoch += 1
             self.position = 0
             self.order = self._epoch_order()
-        idx = self.order[self.position:self.position + B]
+        idx = self.order[self.position:self.position + B][self.rank::self.world]
         self.position += B
         q, a = self.questions[idx], self.answers[idx]
         if self.augment_fn is not None:
@@ -102,7 +111,7 @@ class Trainer:
         for _ in range(self.cfg.supervision_steps):
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, self.cfg)
-            logits, q_logits, carry = self.model(q, carry=carry, steps=1,
+            logits, q_logits, carry = self.forward_model(q, carry=carry, steps=1,
                                                  grad=_grad_mode(self.cfg.grad_rounds))
             pred = logits.argmax(-1)
             solved = (pred == a).all(dim=1)
@@ -115,7 +124,8 @@ class Trainer:
             self.step += 1
             segments += 1
             losses.append(float(loss.detach()))
-            if bool(solved.all()) and bool((q_logits[:, 0] > 0).all()):
+            # (Alone only: under DDP every rank must run the same number of backward passes.)
+            if self.world == 1 and bool(solved.all()) and bool((q_logits[:, 0] > 0).all()):
                 break
             if self.step >= self.cfg.steps:
                 break
@@ -133,14 +143,15 @@ class Trainer:
     def run(self, progress: bool = True):
         from tqdm.auto import tqdm
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step",
-                   disable=not progress)
-        log = open(os.path.join(self.out, "metrics.jsonl"), "a")
+                   disable=not progress or self.rank != 0)
+        log = open(os.path.join(self.out, "metrics.jsonl"), "a") if self.rank == 0 else None
         try:
             while self.step < self.cfg.steps:
                 before = self.step
                 metrics = self.train_batch()
-                log.write(json.dumps(metrics) + "\n")
-                log.flush()
+                if log is not None:
+                    log.write(json.dumps(metrics) + "\n")
+                    log.flush()
                 bar.update(self.step - before)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", cell=f"{metrics['cell_acc']:.3f}",
                                 board=f"{metrics['board_acc']:.3f}", refresh=False)
@@ -148,7 +159,8 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
         self.save()
 
     # ---- checkpoints -----------------------------------------------------------------
@@ -160,6 +172,8 @@ class Trainer:
                     rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
 
     def save(self):
+        if self.rank != 0:
+            return
         path = os.path.join(self.out, "ckpt.pt")
         torch.save(self.state(), path + ".tmp")
         os.replace(path + ".tmp", path)  # never a half-written checkpoint
@@ -174,6 +188,13 @@ class Trainer:
         self.order = self._epoch_order()
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
+
+
+def _dist_info():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def load_checkpoint(path: str, device="cpu", ema: bool = True):
@@ -198,7 +219,12 @@ def main(argv=None):
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = p.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
-    torch.manual_seed(cfg.seed)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     random.seed(cfg.seed)
     questions, answers = sdata.load_tensors(args.data)
     model = SudokuReasoner(ReasonerConfig(hidden=args.hidden, layers=args.layers)).to(args.device)
