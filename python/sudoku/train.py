@@ -115,6 +115,8 @@ class Trainer:
                                                  grad=_grad_mode(self.cfg.grad_rounds))
             pred = logits.argmax(-1)
             solved = (pred == a).all(dim=1)
+            if segments == 0:  # before any optimizer step on this batch: an unbiased estimate
+                first_cell_acc = float(((pred == a) & blanks).sum() / blanks.sum().clamp(min=1))
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), a.reshape(-1)) + \
                 F.binary_cross_entropy_with_logits(q_logits[:, 0].float(), solved.float())
             self.opt.zero_grad(set_to_none=True)
@@ -130,7 +132,10 @@ class Trainer:
             if self.step >= self.cfg.steps:
                 break
         cell_acc = float(((pred == a) & blanks).sum() / blanks.sum().clamp(min=1))
+        # cell_acc is after the batch's own optimizer steps (one per segment), so on a small
+        # model it measures memorisation of the batch as much as skill; cell_acc_first is not.
         return dict(step=self.step, loss=sum(losses) / len(losses), cell_acc=cell_acc,
+                    cell_acc_first=first_cell_acc,
                     board_acc=float(solved.float().mean()), segments=segments,
                     lr=lr_at(self.step - 1, self.cfg))
 
@@ -153,7 +158,9 @@ class Trainer:
                     log.write(json.dumps(metrics) + "\n")
                     log.flush()
                 bar.update(self.step - before)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", cell=f"{metrics['cell_acc']:.3f}",
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}",
+                                cell_first=f"{metrics['cell_acc_first']:.3f}",
+                                cell=f"{metrics['cell_acc']:.3f}",
                                 board=f"{metrics['board_acc']:.3f}", refresh=False)
                 if self.step // self.cfg.checkpoint_every != before // self.cfg.checkpoint_every:
                     self.save()
