@@ -125,3 +125,64 @@ def test_40000_step_training_memory_is_independent_of_max_iter():
     # < 5% apart, with 128 KiB of slack for the interpreter's own bookkeeping (the peaks
     # are ~50-100 KiB and jitter by that much); a leak of 4 bytes a step would show.
     assert max(heap.values()) <= 1.05 * min(heap.values()) + 131072, f"heap peaks: {heap}"
+
+
+class _RowCountingMap:
+    """tanh(z W^T + x) over the rows it holds, recording the batch size of every call."""
+
+    def __init__(self, W, x, calls):
+        self.W, self.x, self.calls = W, x, calls
+
+    def __call__(self, z):
+        self.calls.append(z.shape[0])
+        return torch.tanh(z @ self.W.T + self.x)
+
+    def restrict(self, rows):
+        return _RowCountingMap(self.W, self.x[rows], self.calls)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compaction_gives_the_same_answers_on_fewer_rows(backend):
+    _require(backend)
+    _, W, _ = tanh_map(B=1, n=24, norm=0.5)
+    B = 12
+    x = torch.randn(B, 24, dtype=torch.float64)
+    z0 = torch.randn(B, 24, dtype=torch.float64)
+    z0[:3] *= 1e6  # slow starters: the others halt early and are compacted away
+    tol, damping = 1e-10, 0.3
+    calls_plain, calls_compact = [], []
+    z1, info1 = eqk.damped(_RowCountingMap(W, x, calls_plain), z0, max_iter=500, tol=tol,
+                           damping=damping, backend=backend)
+    z2, info2 = eqk.damped(_RowCountingMap(W, x, calls_compact), z0, max_iter=500, tol=tol,
+                           damping=damping, backend=backend, compact_below=0.5)
+    assert info1.converged.all() and info2.converged.all()
+    assert torch.equal(info1.nstep, info2.nstep)
+    torch.testing.assert_close(z2, z1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(info2.abs_residual, info1.abs_residual, rtol=1e-9, atol=1e-15)
+    assert len(calls_plain) == len(calls_compact) == int(info1.nstep.max())
+    assert min(calls_compact) < B and sum(calls_compact) < sum(calls_plain)
+    assert info2.extra["compactions"]
+
+
+def test_compaction_needs_a_restrictable_map_and_no_trajectory():
+    f, _, _ = tanh_map(B=2, n=4)
+    with pytest.raises(TypeError, match="restrict"):
+        eqk.damped(f, torch.zeros(2, 4, dtype=torch.float64), compact_below=0.5)
+    with pytest.raises(ValueError, match="compact_below"):
+        eqk.damped(f, torch.zeros(2, 4, dtype=torch.float64), compact_below=1.5)
+
+
+def test_deq_compacts_with_the_damped_solver():
+    block = TanhBlock(10, norm=0.5)
+    x = torch.randn(8, 10, dtype=torch.float64)
+    x[:2] *= 50
+    ref = eqk.DEQ(block, solver="damped", max_iter=400, tol=1e-9,
+                  solver_kwargs=dict(damping=0.5))
+    comp = eqk.DEQ(block, solver="damped", max_iter=400, tol=1e-9,
+                   solver_kwargs=dict(damping=0.5, compact_below=0.9))
+    with torch.no_grad():
+        z_ref, info_ref = ref(x)
+        z, info = comp(x)
+    assert torch.equal(info.nstep, info_ref.nstep)
+    torch.testing.assert_close(z, z_ref, rtol=1e-12, atol=1e-12)
+    assert info.extra["compactions"], "nothing was compacted: the test lost its point"

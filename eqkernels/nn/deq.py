@@ -83,10 +83,7 @@ class DEQ(nn.Module):
         shape, B = z0.shape, z0.shape[0]
         state_dtype = z0.dtype if z0.dtype in _STATE_DTYPES else torch.float32
 
-        def f(z_flat):
-            out = self.block(z_flat.view(shape).to(z0.dtype), x)
-            _check_block_output(out, z0)
-            return out.reshape(B, -1)
+        f = _BlockMap(self.block, x, z0)
 
         with torch.no_grad():
             z_star, info = self.solver(f, z0.reshape(B, -1).to(state_dtype),
@@ -113,6 +110,22 @@ class DEQ(nn.Module):
 
     def _keep_backward_info(self, info):
         self.last_backward_info = info
+
+
+class _BlockMap:
+    """z_flat (B, n) -> block(z, x) flattened; restrict(rows) gives the map of a sub-batch
+    (what the damped solver's batch compaction needs)."""
+
+    def __init__(self, block, x, z0):
+        self.block, self.x, self.z0 = block, x, z0
+
+    def __call__(self, z_flat):
+        out = self.block(z_flat.view(self.z0.shape).to(self.z0.dtype), self.x)
+        _check_block_output(out, self.z0)
+        return out.reshape(self.z0.shape[0], -1)
+
+    def restrict(self, rows):
+        return _BlockMap(self.block, self.x[rows], self.z0[rows])
 
 
 def _check_backward(mode):

@@ -84,7 +84,8 @@ def validate_options(z0, *, max_iter, tol, stop_mode, check_every, on_diverge):
 def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, max_iter: int,
             tol: float, stop_mode: str = "abs", check_every: Optional[int] = None,
             on_diverge: str = "warn", trajectory: bool = False, progress: bool = False,
-            returns: str = "best", state: Optional[SolveState] = None):
+            returns: str = "best", state: Optional[SolveState] = None,
+            stop_below: Optional[float] = None):
     """Run `step` until every sample has converged or diverged, or max_iter.
 
     f: (B, n) -> (B, n); z0: (B, n) float32/float64.
@@ -94,7 +95,9 @@ def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, 
     (the final iterate, e.g. of a noisy run, with its last measured residual).
     state: a SolveState to use (a solver whose residuals are not in z's dtype makes its own).
     progress: show a tqdm bar (step, live samples, median residual).
-    Returns (z, info): z (B, n).
+    stop_below: also stop once fewer than this fraction of the B samples is still active
+    (info.extra["stopped_below"] says so), so a caller can compact the batch and go on.
+    Returns (z, info): z (B, n); info.extra["steps"] is the number of iterations run.
     """
     validate_options(z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
                      check_every=check_every, on_diverge=on_diverge)
@@ -107,6 +110,8 @@ def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, 
     z = z0.clone()
     recorder = TrajectoryRecorder() if trajectory else None
     bar = _ProgressBar(solver, max_iter) if progress else None
+    stopped_below = False
+    it = 0
     for it in range(1, max_iter + 1):
         fz = _evaluate(f, z)
         n_active = step(z, fz, state)
@@ -116,12 +121,19 @@ def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, 
         if n_active is not None:
             done = n_active == 0
         elif it % check_every == 0 or it == max_iter:
-            done = not bool(state.active.any())
+            if stop_below is None:
+                done = not bool(state.active.any())
+            else:  # the same one sync, but the count is needed
+                n_active = int(state.active.sum())
+                done = n_active == 0
         else:
             continue
         if bar is not None:
             bar.update(it, state, n_active)
         if done:
+            break
+        if stop_below is not None and n_active < stop_below * z.shape[0]:
+            stopped_below = True
             break
     if bar is not None:
         bar.close(state)
@@ -130,7 +142,8 @@ def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, 
     info = SolverInfo(nstep=state.nstep, abs_residual=state.best_abs if best else state.abs_res,
                       rel_residual=state.best_rel if best else state.rel_res,
                       converged=state.converged, diverged=state.diverged, solver=solver,
-                      backend=backend, trajectory=rows, trajectory_steps=steps)
+                      backend=backend, trajectory=rows, trajectory_steps=steps,
+                      extra=dict(steps=it, stopped_below=stopped_below))
     _report_divergence(info, on_diverge)
     return (state.best_z if best else z), info
 
