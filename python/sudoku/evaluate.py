@@ -152,7 +152,6 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
     tokens = questions.to(device).repeat_interleave(breadth, dim=0)
     z_H, z_L = (t[rows].to(device) for t in all_starts)
     x = model.embed(tokens)
-    runner = _FusedUpdates(model, z_H, seed)
     window = torch.zeros(n, RESIDUAL_WINDOW, device=device)  # latest per-step z_H changes
     last_pred = model.heads(z_H)[0].argmax(-1)
     stable = torch.zeros(n, dtype=torch.long, device=device)
@@ -173,7 +172,7 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
             # Compaction: the block runs on the starts still reasoning only.
             h, l, xi = z_H[idx].contiguous(), z_L[idx].contiguous(), x[idx]
             before = h.clone()
-            sub = _FusedUpdates(model, h, runner.seed + t)
+            sub = _FusedUpdates(model, h, seed + t)  # noise keys differ per step
             for _ in range(model.cfg.H_cycles):
                 sub.round(h, l, xi)
             z_H[idx], z_L[idx] = h, l
