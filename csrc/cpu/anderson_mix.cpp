@@ -23,6 +23,7 @@
 #endif
 
 #include "../ops.h"
+#include "batch.h"
 
 namespace eqk {
 namespace {
@@ -357,16 +358,10 @@ inline void step_sample(const Args<T>& a, int64_t b) {
                   ok ? alpha[slot] : 1.0, a.p.beta, n);
 }
 
-// Runs the step over the batch; returns how many samples are still active after it (the
-// solver's "all done?" test, free here, where a separate torch reduction costs a dispatch).
 template <typename T>
 int64_t run(const Args<T>& a, int64_t B) {
   const bool parallel = B > 1 && B * a.n * (a.m + 2) >= OMP_MIN_WORK;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t b = 0; b < B; ++b) step_sample<T>(a, b);
-  int64_t n_active = 0;
-  for (int64_t b = 0; b < B; ++b) n_active += a.active[b];
-  return n_active;
+  return for_each_sample(B, parallel, a.active, [&](int64_t b) { step_sample<T>(a, b); });
 }
 
 template <typename T>

@@ -21,6 +21,7 @@
 #include <c10/util/BFloat16.h>
 
 #include "../ops.h"
+#include "batch.h"
 
 // Round every product and sum as PyTorch's separate mul/add kernels do (the reference): no
 // a * b + c contracted into an FMA (C++ builds default to -ffp-contract=fast), so the noiseless
@@ -271,15 +272,10 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   }
 }
 
-// Runs the step over the batch; returns how many samples are still active after it.
 template <typename T, bool NOISE>
 int64_t run(const Args<T>& a, int64_t B) {
   const bool parallel = B > 1 && B * a.n >= OMP_MIN_ELEMS;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t b = 0; b < B; ++b) step_sample<T, NOISE>(a, b);
-  int64_t n_active = 0;
-  for (int64_t b = 0; b < B; ++b) n_active += a.active[b];
-  return n_active;
+  return for_each_sample(B, parallel, a.active, [&](int64_t b) { step_sample<T, NOISE>(a, b); });
 }
 
 template <typename T>
