@@ -154,3 +154,29 @@ def test_backends_report_and_reference_fallback():
     assert info.backend == "reference"
     with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
         eqk.anderson(f, torch.zeros(2, 3), backend="fortran")
+
+
+def test_per_call_max_iter_runs_that_many_steps_and_continues_from_z0():
+    """deq(x, max_iter=k) is test-time depth scaling: k steps here, then k more from there
+    equal 2k steps in one call (damped, noise off, so the runs are deterministic)."""
+    class Tanh(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(6, 6).double()
+
+        def forward(self, z, x):
+            return torch.tanh(self.lin(z) + x)
+
+    block = Tanh()
+    deq = eqk.DEQ(block, solver="damped", max_iter=3, tol=1e-30,
+                  solver_kwargs=dict(damping=0.7))
+    x = torch.randn(5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        z_k, info_k = deq(x, max_iter=7)
+        z_2k, _ = deq(x, max_iter=14)
+        z_again, _ = deq(x, z0=z_k, max_iter=7)
+    assert (info_k.nstep == 7).all()
+    torch.testing.assert_close(z_again, z_2k, rtol=0, atol=1e-14)
+    assert not torch.allclose(z_k, z_2k)
+    with pytest.raises(ValueError, match="max_iter must be an int >= 1"):
+        deq(x, max_iter=0)

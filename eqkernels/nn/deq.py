@@ -74,12 +74,21 @@ class DEQ(nn.Module):
         self.last_backward_info = None  # SolverInfo of the latest implicit adjoint solve
 
     def forward(self, x: torch.Tensor, z0: Optional[torch.Tensor] = None, *,
-                backward: Optional[str] = None):
+                backward: Optional[str] = None, max_iter: Optional[int] = None):
         """x: (B, ...) input injection; z0: (B, ...) start (zeros shaped like x by default).
+        max_iter: this call's forward iteration budget (test-time depth scaling); the
+        constructor's by default. The adjoint solve keeps its own.
 
         Returns (z, info): z shaped like z0, on the graph chosen by the backward mode.
         """
         z0 = _check_inputs(x, z0, self.block)
+        solver_kwargs = self.solver_kwargs
+        if max_iter is not None:
+            validate_options(torch.zeros(1, 1), max_iter=max_iter, tol=solver_kwargs["tol"],
+                             stop_mode=solver_kwargs["stop_mode"],
+                             check_every=solver_kwargs["check_every"],
+                             on_diverge=solver_kwargs["on_diverge"])
+            solver_kwargs = dict(solver_kwargs, max_iter=max_iter)
         shape, B = z0.shape, z0.shape[0]
         state_dtype = z0.dtype if z0.dtype in _STATE_DTYPES else torch.float32
 
@@ -88,7 +97,7 @@ class DEQ(nn.Module):
         with torch.no_grad():
             z_star, info = self.solver(f, z0.reshape(B, -1).to(state_dtype),
                                        trajectory=self.trajectory, progress=self.progress,
-                                       **self.solver_kwargs)
+                                       **solver_kwargs)
         if self.want_spectral_radius:
             info.spectral_radius = spectral_radius(f, z_star)
         z = self._attach_gradient(f, z_star, x, _check_backward(backward or self.backward_mode))
