@@ -1,0 +1,77 @@
+"""A scaling run's table (Markdown + JSON) and its PNG (quality and Lipschitz vs iterations)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import List
+
+from domains.domain import Domain, RunConfig
+
+
+def write_report(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],
+                 out_dir: str, *, device: str, seconds: float) -> dict:
+    """Writes {name}.md, {name}.json and {name}.png under out_dir; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, domain.name)
+    paths = dict(table=base + ".md", json=base + ".json", plot=base + ".png")
+    with open(paths["json"], "w") as fh:
+        json.dump(dict(domain=domain.name, metric=domain.metric, device=device,
+                       seconds=seconds, config=cfg.__dict__, train_log=train_log,
+                       rows=rows), fh, indent=1)
+    with open(paths["table"], "w") as fh:
+        fh.write(markdown_table(domain, cfg, rows, train_log, device=device, seconds=seconds))
+    plot(domain, cfg, rows, paths["plot"])
+    return paths
+
+
+def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],
+                   *, device: str, seconds: float) -> str:
+    hard = "quality_hard" in rows[0]
+    lines = [f"# {domain.name}: test-time scaling",
+             "",
+             f"Trained {cfg.train_steps} steps at {cfg.train_iters} iterations on {cfg.n_train} "
+             f"instances (loss {train_log[0]['loss']:.4g} -> {train_log[-1]['loss']:.4g}); "
+             f"evaluated on {cfg.n_test} fresh ones. Device: {device}; {seconds:.0f} s in all.",
+             "Lipschitz: largest (and median) ||F(u') - F(u)|| / ||u' - u|| over "
+             f"{cfg.lipschitz_samples} inputs x {cfg.lipschitz_directions} random directions, "
+             f"||u' - u|| = {cfg.lipschitz_eps:g} ||u||. Step norm: median ||z_k - z_(k-1)||.",
+             "",
+             "| iterations | " + domain.metric + (" | " + domain.metric + " (hard)" if hard else "")
+             + " | Lipschitz max | Lipschitz median | step norm |",
+             "|---:|---:|" + ("---:|" if hard else "") + "---:|---:|---:|"]
+    for r in rows:
+        mark = " (train)" if r["iters"] == cfg.train_iters else ""
+        cells = [f"{r['iters']}{mark}", f"{r['quality']:.4g}"]
+        if hard:
+            cells.append(f"{r['quality_hard']:.4g}")
+        cells += [f"{r['lipschitz_max']:.4g}", f"{r['lipschitz_median']:.4g}",
+                  f"{r['step_norm']:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(domain: Domain, cfg: RunConfig, rows: List[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iters = [r["iters"] for r in rows]
+    fig, (ax_q, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_q.plot(iters, [r["quality"] for r in rows], "o-", label="test")
+    if "quality_hard" in rows[0]:
+        ax_q.plot(iters, [r["quality_hard"] for r in rows], "s--", label="hard")
+    ax_q.set_ylabel(domain.metric)
+    ax_l.plot(iters, [r["lipschitz_max"] for r in rows], "o-", color="C3", label="max")
+    ax_l.plot(iters, [r["lipschitz_median"] for r in rows], "s--", color="C1", label="median")
+    ax_l.set_ylabel("empirical Lipschitz constant")
+    ax_l.set_yscale("log")
+    for ax in (ax_q, ax_l):
+        ax.set_xscale("log")
+        ax.set_xlabel("test-time iterations")
+        ax.axvline(cfg.train_iters, color="gray", lw=0.8, ls=":")
+        ax.legend()
+    fig.suptitle(f"{domain.name}: quality and input->output Lipschitz vs iterations "
+                 f"(dotted: training depth)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
