@@ -56,6 +56,9 @@ class Denoise(Domain):
     def quality(self, pred, batch):
         return -(pred - batch["target"]).square().mean(dim=1)
 
+    def extra_metrics(self, pred, batch):
+        return dict(max_error=(pred - batch["target"]).abs().amax(dim=1))
+
 
 class _Tanh(nn.Module):
     def __init__(self, n):
@@ -75,7 +78,7 @@ def test_log_depths_are_increasing_and_cover_the_range():
 
 
 def test_lipschitz_of_a_known_linear_map_is_exact():
-    a = random.uniform(0.3, 0.9)
+    a = float(torch.tensor(random.uniform(0.3, 0.9)))  # the float32 value the model holds
     model = Linear(ScaledSum(a), train_iters=3)
     data = dict(input=torch.randn(6, 5))
     depths = [1, 2, 5, 20]
@@ -113,5 +116,6 @@ def test_training_reduces_the_loss_and_the_report_is_written(tmp_path):
     assert trained["quality"] > before
     paths = write_report(domain, cfg, rows, log, str(tmp_path), device="cpu", seconds=1.0)
     table = open(paths["table"]).read()
-    assert "| 4 (train) |" in table and "Lipschitz" in table
+    assert "| 4 (train) |" in table and "Lipschitz" in table and "max error" in table
+    assert all(0 < r["max_error"] < float("inf") for r in rows)
     assert os.path.getsize(paths["plot"]) > 1000

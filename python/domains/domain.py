@@ -67,6 +67,11 @@ class Domain:
         """(B,) per-sample metric, averaged by the harness."""
         raise NotImplementedError
 
+    def extra_metrics(self, pred: torch.Tensor, batch: Batch) -> Dict[str, torch.Tensor]:
+        """Further (B,) per-sample metrics to report beside `quality` (name -> values),
+        e.g. an LP's constraint violation; averaged by the harness."""
+        return {}
+
 
 def take(batch: Batch, rows) -> Batch:
     return {k: v[rows] for k, v in batch.items()}

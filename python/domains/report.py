@@ -26,7 +26,10 @@ def write_report(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: Li
 
 def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],
                    *, device: str, seconds: float) -> str:
-    hard = "quality_hard" in rows[0]
+    named = {"quality": domain.metric, "quality_hard": domain.metric + " (hard)"}
+    metric_keys = [k for k in rows[0] if k not in ("iters", "step_norm") and
+                   not k.startswith("lipschitz")]
+    headers = [named.get(k, k.replace("_hard", " (hard)").replace("_", " ")) for k in metric_keys]
     lines = [f"# {domain.name}: test-time scaling",
              "",
              f"Trained {cfg.train_steps} steps at {cfg.train_iters} iterations on {cfg.n_train} "
@@ -36,14 +39,12 @@ def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: 
              f"{cfg.lipschitz_samples} inputs x {cfg.lipschitz_directions} random directions, "
              f"||u' - u|| = {cfg.lipschitz_eps:g} ||u||. Step norm: median ||z_k - z_(k-1)||.",
              "",
-             "| iterations | " + domain.metric + (" | " + domain.metric + " (hard)" if hard else "")
+             "| iterations | " + " | ".join(headers)
              + " | Lipschitz max | Lipschitz median | step norm |",
-             "|---:|---:|" + ("---:|" if hard else "") + "---:|---:|---:|"]
+             "|---:|" + "---:|" * len(headers) + "---:|---:|---:|"]
     for r in rows:
         mark = " (train)" if r["iters"] == cfg.train_iters else ""
-        cells = [f"{r['iters']}{mark}", f"{r['quality']:.4g}"]
-        if hard:
-            cells.append(f"{r['quality_hard']:.4g}")
+        cells = [f"{r['iters']}{mark}"] + [f"{r[k]:.4g}" for k in metric_keys]
         cells += [f"{r['lipschitz_max']:.4g}", f"{r['lipschitz_median']:.4g}",
                   f"{r['step_norm']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -24,17 +24,21 @@ def log_depths(max_iters: int, per_decade: int = 4, include: tuple = ()) -> List
 @torch.no_grad()
 def quality_curve(domain: Domain, model: ImplicitModel, data: Batch, depths: List[int], *,
                   device: torch.device, chunk: int = 256) -> Dict[int, dict]:
-    """{k: {"quality": mean metric, "step_norm": median ||z_k - z_{k-1}||}} over `data`."""
-    sums = {k: 0.0 for k in depths}
+    """{k: {"quality": mean metric, each extra metric's mean, "step_norm": median
+    ||z_k - z_{k-1}||}} over `data`."""
+    sums = {k: {} for k in depths}
     step_norms = {k: [] for k in depths}
     n = batch_size(data)
     for start in range(0, n, chunk):
         batch = to_device(take(data, slice(start, start + chunk)), device)
         u = domain.model_input(model, batch)
         for k, pred, step_norm in model.predictions_at(u, depths):
-            sums[k] += domain.quality(pred, batch).double().sum().item()
+            metrics = dict(quality=domain.quality(pred, batch), **domain.extra_metrics(pred, batch))
+            for name, values in metrics.items():
+                sums[k][name] = sums[k].get(name, 0.0) + values.double().sum().item()
             step_norms[k].append(step_norm.float().cpu())
-    return {k: dict(quality=sums[k] / n, step_norm=torch.cat(step_norms[k]).median().item())
+    return {k: dict({name: total / n for name, total in sums[k].items()},
+                    step_norm=torch.cat(step_norms[k]).median().item())
             for k in depths}
 
 
@@ -74,8 +78,10 @@ def scaling_table(domain: Domain, model: ImplicitModel, test: Batch, cfg: RunCon
     model.eval()
     curves = [quality_curve(domain, model, test, depths, device=device)]
     if hard is not None:
-        curves.append({k: {"quality_hard": v["quality"]} for k, v in
-                       quality_curve(domain, model, hard, depths, device=device).items()})
+        curves.append({k: {f"{name}_hard": value for name, value in v.items()
+                           if name != "step_norm"}
+                       for k, v in quality_curve(domain, model, hard, depths,
+                                                 device=device).items()})
     curves.append(lipschitz_curve(domain, model, test, depths, cfg, device=device, seed=seed))
     rows = []
     for k in depths:
