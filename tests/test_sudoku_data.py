@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 from sudoku import data as sdata  # noqa: E402
 from sudoku.augment import (apply_symmetry, augment_batch, random_symmetry,  # noqa: E402
                             symmetry_indices)
-from sudoku.generate import GenConfig, generate, mean_guesses, random_full_grid, rate  # noqa: E402
+from sudoku.generate import (GenConfig, generate, generate_one, mean_guesses,  # noqa: E402
+                             random_full_grid, rate, rating_of_mean)
 from sudoku.solver import count_solutions, guesses, is_solution, solve  # noqa: E402
 from sudoku.tokens import decode, encode, encode_many, from_string, to_string  # noqa: E402
 
@@ -129,6 +130,33 @@ def test_generation_is_deterministic_per_seed():
     cfg = GenConfig(climb_steps=1, min_rating=0.0)
     assert generate(2, seed, workers=1, cfg=cfg, progress=False) == \
         generate(2, seed, workers=1, cfg=cfg, progress=False)
+
+
+def test_extra_clues_give_easier_unique_puzzles():
+    seed = random.randrange(2**31)
+    cfg = GenConfig(climb_steps=0, min_rating=0.0, extra_clues=15)
+    for question, answer, rating in generate(2, seed, workers=1, cfg=cfg, progress=False):
+        assert sum(1 for d in question if d) >= 17 + 15, f"seed {seed}"
+        assert all(q in (0, a) for q, a in zip(question, answer))
+        assert count_solutions(question, 2) == 1 and solve(question) == answer, f"seed {seed}"
+        assert rating == rate(question)
+    # The same minimal puzzle, with the clues added back on top of it.
+    minimal = generate_one(seed, 0, GenConfig(climb_steps=0, min_rating=0.0))[0]
+    first = generate_one(seed, 0, cfg)[0]
+    assert all(m in (0, f) for m, f in zip(minimal, first))
+    assert sum(1 for d in first if d) == sum(1 for d in minimal if d) + 15
+
+
+def test_rating_is_monotone_in_mean_guesses():
+    seed = random.randrange(2**31)
+    rng = random.Random(seed)
+    means = sorted(rng.uniform(0, 50) for _ in range(200))
+    ratings = [rating_of_mean(m) for m in means]
+    assert ratings == sorted(ratings) and all(abs(r - m) <= 0.5 for r, m in zip(ratings, means))
+    cfg = GenConfig(climb_steps=0, min_rating=0.0)
+    puzzles = [q for q, _, _ in generate(3, seed, workers=1, cfg=cfg, progress=False)]
+    by_guesses = sorted(puzzles, key=mean_guesses)
+    assert [rate(q) for q in by_guesses] == sorted(rate(q) for q in puzzles), f"seed {seed}"
 
 
 def test_rater_counts_no_guesses_for_singles_only_puzzles():

@@ -177,7 +177,8 @@ def rating_histogram(ratings: Iterable[int], width: int = 40) -> str:
 
 def _generate_cmd(args) -> None:
     from sudoku.generate import GenConfig, generate
-    cfg = GenConfig(min_rating=args.min_rating, climb_steps=args.climb_steps)
+    cfg = GenConfig(min_rating=args.min_rating, climb_steps=args.climb_steps,
+                    extra_clues=args.extra_clues)
     start = time.perf_counter()
     puzzles = generate(args.n, seed=args.seed, workers=args.workers, cfg=cfg, progress=True)
     wall = time.perf_counter() - start
@@ -223,6 +224,9 @@ def main(argv=None) -> None:
                    help="keep puzzles whose mean guess count reaches this")
     g.add_argument("--climb-steps", type=int, default=defaults.climb_steps,
                    help="hill-climb steps per minimal puzzle")
+    g.add_argument("--extra-clues", type=int, default=defaults.extra_clues,
+                   help="solution digits added back to each puzzle (easier puzzles; use with "
+                        "--min-rating 0 --climb-steps 0 for small CPU runs)")
     c = sub.add_parser("check", help="validate a CSV and print its rating histogram")
     c.add_argument("path")
     c.add_argument("--limit", type=int, default=None, help="first N rows only")

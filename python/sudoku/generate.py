@@ -124,11 +124,24 @@ def hill_climb(puzzle: List[int], solution: Sequence[int], rng: random.Random, s
     return best, best_score[0]
 
 
+def add_clues(puzzle: List[int], solution: Sequence[int], k: int, rng: random.Random
+              ) -> List[int]:
+    """`puzzle` with k more of its blanks filled from `solution` (as many as there are)."""
+    puzzle = puzzle[:]
+    blanks = [i for i in range(81) if not puzzle[i]]
+    for i in rng.sample(blanks, min(k, len(blanks))):
+        puzzle[i] = solution[i]
+    return puzzle
+
+
 @dataclass
 class GenConfig:
     min_rating: float = 1.0      # accept a puzzle when its mean guesses reach this
     climb_steps: int = 50        # hill-climb steps per minimal puzzle
     max_attempts: int = 1000     # full grids tried per puzzle before giving up
+    # Solution digits added back to the final puzzle (still unique: clues only constrain
+    # more). Easier puzzles for small CPU runs; 0 keeps the hardest (minimal) puzzles.
+    extra_clues: int = 0
 
 
 def generate_one(seed: int, index: int, cfg: GenConfig) -> Tuple[List[int], List[int], int, int]:
@@ -138,6 +151,9 @@ def generate_one(seed: int, index: int, cfg: GenConfig) -> Tuple[List[int], List
         solution = random_full_grid(rng)
         puzzle = minimise(solution, rng)
         puzzle, score = hill_climb(puzzle, solution, rng, cfg.climb_steps)
+        if cfg.extra_clues:
+            puzzle = add_clues(puzzle, solution, cfg.extra_clues, rng)
+            score = mean_guesses(puzzle)
         if score >= cfg.min_rating:
             return puzzle, solution, rating_of_mean(score), attempt
     raise RuntimeError(f"no puzzle with mean guesses >= {cfg.min_rating} in {cfg.max_attempts} "
