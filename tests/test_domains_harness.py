@@ -101,6 +101,25 @@ def test_predictions_at_equals_separate_runs_of_each_depth():
         list(model.predictions_at(u, [3, 3]))
 
 
+@pytest.mark.parametrize("backward, extra", [("implicit", 0), ("one_step", 1), ("unroll", 3),
+                                             ("phantom", 2)])
+def test_train_forward_depth_counts_the_steps_the_backward_records(backward, extra):
+    model = Linear(_Tanh(8), train_iters=4, backward=backward, unroll_steps=3, phantom_steps=2)
+    assert model.train_forward_depth == 4 + extra
+
+
+def test_a_training_prediction_with_unroll_equals_evaluation_at_the_forward_depth():
+    model = Linear(_Tanh(8), train_iters=random.randint(2, 6), backward="unroll",
+                   unroll_steps=random.randint(1, 4))
+    u = torch.randn(5, 8)
+    trained = model(u)  # with autograd: train_iters steps, then the recorded unroll
+    assert trained.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(trained, model(u, model.train_forward_depth), rtol=0,
+                                   atol=1e-6)
+        assert not torch.allclose(trained, model(u, model.train_iters), rtol=0, atol=1e-4)
+
+
 def test_training_reduces_the_loss_and_the_report_is_written(tmp_path):
     domain = Denoise()
     cfg = RunConfig(train_iters=4, train_steps=60, batch_size=32, lr=1e-2, warmup_steps=5,
@@ -116,6 +135,7 @@ def test_training_reduces_the_loss_and_the_report_is_written(tmp_path):
     assert trained["quality"] > before
     paths = write_report(domain, cfg, rows, log, str(tmp_path), device="cpu", seconds=1.0)
     table = open(paths["table"]).read()
-    assert "| 4 (train) |" in table and "Lipschitz" in table and "max error" in table
+    assert "| 4 (train) |" in table and "| 9 (train fwd) |" in table  # phantom: 5 steps
+    assert "Lipschitz" in table and "max error" in table
     assert all(0 < r["max_error"] < float("inf") for r in rows)
     assert os.path.getsize(paths["plot"]) > 1000

@@ -34,6 +34,15 @@ class ImplicitModel(nn.Module):
         self.deq = eqk.DEQ(block, solver="damped", max_iter=train_iters, tol=EXACT_DEPTH_TOL,
                            backward=backward, solver_kwargs=dict(damping=damping), **deq_kwargs)
 
+    @property
+    def train_forward_depth(self) -> int:
+        """Block applications behind a training prediction: train_iters without autograd, then
+        the steps the backward mode records (phantom and unroll run K more, one_step 1,
+        implicit none). Evaluation at k iterations runs exactly k."""
+        deq = self.deq
+        recorded = {"phantom": deq.phantom_steps, "unroll": deq.unroll_steps, "one_step": 1}
+        return self.train_iters + recorded.get(deq.backward_mode, 0)
+
     # --- what a domain defines -------------------------------------------------------------
     def inject(self, u: torch.Tensor) -> torch.Tensor:
         """u: the continuous input (B, ...) -> the injection the block sees every step."""

@@ -28,7 +28,7 @@ def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: 
                    *, device: str, seconds: float) -> str:
     named = {"quality": domain.metric, "quality_hard": domain.metric + " (hard)"}
     metric_keys = [k for k in rows[0] if k not in ("iters", "step_norm") and
-                   not k.startswith("lipschitz")]
+                   not k.startswith(("lipschitz", "train_"))]
     headers = [named.get(k, k.replace("_hard", " (hard)").replace("_", " ")) for k in metric_keys]
     lines = [f"# {domain.name}: test-time scaling",
              "",
@@ -38,12 +38,16 @@ def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: 
              "Lipschitz: largest (and median) ||F(u') - F(u)|| / ||u' - u|| over "
              f"{cfg.lipschitz_samples} inputs x {cfg.lipschitz_directions} random directions, "
              f"||u' - u|| = {cfg.lipschitz_eps:g} ||u||. Step norm: median ||z_k - z_(k-1)||.",
+             "(train): the training depth. (train fwd): the block applications behind a "
+             "training prediction, the training depth plus the steps the backward mode records.",
              "",
              "| iterations | " + " | ".join(headers)
              + " | Lipschitz max | Lipschitz median | step norm |",
              "|---:|" + "---:|" * len(headers) + "---:|---:|---:|"]
     for r in rows:
-        mark = " (train)" if r["iters"] == cfg.train_iters else ""
+        marks = [name for name, key in (("train", "train_depth"),
+                                        ("train fwd", "train_forward_depth")) if r.get(key)]
+        mark = f" ({', '.join(marks)})" if marks else ""
         cells = [f"{r['iters']}{mark}"] + [f"{r[k]:.4g}" for k in metric_keys]
         cells += [f"{r['lipschitz_max']:.4g}", f"{r['lipschitz_median']:.4g}",
                   f"{r['step_norm']:.3g}"]
@@ -69,10 +73,12 @@ def plot(domain: Domain, cfg: RunConfig, rows: List[dict], path: str) -> None:
     for ax in (ax_q, ax_l):
         ax.set_xscale("log")
         ax.set_xlabel("test-time iterations")
-        ax.axvline(cfg.train_iters, color="gray", lw=0.8, ls=":")
+        for r in rows:
+            if r.get("train_depth") or r.get("train_forward_depth"):
+                ax.axvline(r["iters"], color="gray", lw=0.8, ls=":")
         ax.legend()
     fig.suptitle(f"{domain.name}: quality and input->output Lipschitz vs iterations "
-                 f"(dotted: training depth)")
+                 f"(dotted: training depth, training forward depth)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

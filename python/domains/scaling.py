@@ -74,7 +74,8 @@ def scaling_table(domain: Domain, model: ImplicitModel, test: Batch, cfg: RunCon
                   device: torch.device, hard: Optional[Batch] = None, seed: int = 0
                   ) -> List[dict]:
     """One row per test-time depth: quality (test, and hard if given), step norm, Lipschitz."""
-    depths = log_depths(cfg.eval_max_iters, cfg.depths_per_decade, include=(cfg.train_iters,))
+    depths = log_depths(cfg.eval_max_iters, cfg.depths_per_decade,
+                        include=(cfg.train_iters, model.train_forward_depth))
     model.eval()
     curves = [quality_curve(domain, model, test, depths, device=device)]
     if hard is not None:
@@ -85,7 +86,8 @@ def scaling_table(domain: Domain, model: ImplicitModel, test: Batch, cfg: RunCon
     curves.append(lipschitz_curve(domain, model, test, depths, cfg, device=device, seed=seed))
     rows = []
     for k in depths:
-        row = dict(iters=k)
+        row = dict(iters=k, train_depth=k == cfg.train_iters,
+                   train_forward_depth=k == model.train_forward_depth)
         for curve in curves:
             row.update(curve[k])
         rows.append(row)
