@@ -153,7 +153,9 @@ def test_forward_and_backward_give_finite_nonzero_gradients():
 
 
 def test_training_improves_psnr_on_a_tiny_set():
-    cfg = tiny_config()
+    # 150 steps: over 30 random seeds the loss ratio was 0.35-0.65 and the PSNR gain >= 1.9 dB;
+    # at 40 steps the ratio reached 0.80 and the test failed on CI.
+    cfg = tiny_config(train_steps=150)
     model = DOMAIN.build_model(cfg)
     seed = random_seed()
     data = DOMAIN.make_data(cfg.n_train, seed, cfg)

@@ -109,7 +109,8 @@ def test_model_runs_in_float64_for_the_lipschitz_estimate():
 
 
 def test_a_few_training_steps_reduce_the_loss():
-    cfg = _tiny_config(train_iters=2, train_steps=40, batch_size=32, lr=1e-2, warmup_steps=5,
+    # 80 steps: over 16 random seeds the loss ratio was 0.30-0.58 (0.57-0.75 at 40 steps).
+    cfg = _tiny_config(train_iters=2, train_steps=80, batch_size=32, lr=1e-2, warmup_steps=5,
                        n_train=256, model=dict(deq=dict(unroll_steps=3)))
     model = DOMAIN.build_model(cfg)
     data = DOMAIN.make_data(cfg.n_train, random.randrange(2**31), cfg)
@@ -121,6 +122,6 @@ def test_a_few_training_steps_reduce_the_loss():
 
     before = loss_on_the_whole_set()
     train(DOMAIN, model, data, cfg, device=torch.device("cpu"), progress=False)
-    # The whole set, not the running minibatch loss: 40 steps are too few for that to be
-    # a stable measure.
+    # The whole set, not the running minibatch loss: the latter is too noisy a measure
+    # for a short run.
     assert loss_on_the_whole_set() < 0.85 * before

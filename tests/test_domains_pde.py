@@ -178,7 +178,8 @@ def test_model_runs_in_float64_and_predictions_at_matches_forward():
 
 
 def test_training_reduces_the_relative_error():
-    cfg = _tiny_config()
+    # 120 steps: over 30 random seeds the error ratio was 0.16-0.39; at 40 steps it reached 0.83.
+    cfg = _tiny_config(train_steps=120)
     model = DOMAIN.build_model(cfg)
     data = DOMAIN.make_data(cfg.n_train, random.randrange(2**31), cfg)
     with torch.no_grad():
