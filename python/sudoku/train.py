@@ -4,17 +4,18 @@ Per batch, up to `supervision_steps` segments: each runs one reasoning step from
 carried latents (detached between segments), takes the loss
     cross-entropy(lm_head(z_H), answer) + BCE(halt logit, "whole board correct")
 and an optimizer step. The gradient flows through the last update of z_L and z_H's
-update (grad_rounds = 1: the recipe's 1-step gradient) or the last grad_rounds rounds. A segment whose boards are all solved and
-whose halting head says so ends the batch early.
+update (grad_rounds = 1: the recipe's 1-step gradient) or the last grad_rounds rounds.
+A segment whose boards are all solved and whose halting head says so ends the batch early.
 
 Checkpoints (`<out>/ckpt.pt`) hold the model config, weights, optimizer, EMA weights,
 the data position and every RNG state, so a resumed run continues exactly where the
 interrupted one stopped. Metrics go to `<out>/metrics.jsonl`.
 
 CLI:  python -m sudoku train --data train.csv --out runs/a     (python/ on PYTHONPATH)
-      --resume continues runs/a. The defaults are a CPU-sized run; the recipe's GPU
-      config is  --hidden 512 --batch-size 768 --lr 1e-4 --weight-decay 1.0
-      --warmup 2000 --steps 50000 --ema-decay 0.999 (bf16 autocast on CUDA).
+      --resume continues runs/a. The defaults are a CPU-sized run (hidden 64, H_cycles 1,
+      L_cycles 2); the recipe's GPU config is  --hidden 512 --H-cycles 3 --L-cycles 6
+      --batch-size 768 --lr 1e-4 --weight-decay 1.0 --warmup 2000 --steps 50000
+      --ema-decay 0.999 (bf16 autocast on CUDA).
       Data-parallel: torchrun --nproc-per-node N -m sudoku train ... (DDP; gloo on CPU,
       NCCL on GPUs; --batch-size is the global batch).
 """
@@ -31,6 +32,11 @@ import torch
 from torch.nn import functional as F
 
 from sudoku.model import ReasonerConfig, SudokuReasoner
+
+
+# (H_cycles, L_cycles) of the CPU-sized default: few block applications per reasoning step,
+# so a step is cheap and the answer needs several steps (depth is visible).
+SMALL_CYCLES = (1, 2)
 
 
 @dataclass
@@ -221,6 +227,10 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64,
                    help="64: a CPU-sized model; the recipe uses 512 (see the module docstring)")
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--H-cycles", dest="H_cycles", type=int, default=SMALL_CYCLES[0],
+                   help="z_H updates per reasoning step (the recipe: 3)")
+    p.add_argument("--L-cycles", dest="L_cycles", type=int, default=SMALL_CYCLES[1],
+                   help="z_L updates per z_H update (the recipe: 6)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     for name, value in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
@@ -234,7 +244,9 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     random.seed(cfg.seed)
     questions, answers = sdata.load_tensors(args.data)
-    model = SudokuReasoner(ReasonerConfig(hidden=args.hidden, layers=args.layers)).to(args.device)
+    model = SudokuReasoner(ReasonerConfig(hidden=args.hidden, layers=args.layers,
+                                          H_cycles=args.H_cycles, L_cycles=args.L_cycles)
+                           ).to(args.device)
     trainer = Trainer(model, questions, answers, cfg, args.out, augment_fn=sdata.augment_batch)
     ckpt = os.path.join(args.out, "ckpt.pt")
     if args.resume and os.path.exists(ckpt):
