@@ -81,6 +81,24 @@ def test_evaluate_depth_breadth_and_adaptive_stopping():
         evaluate(model, q, a[:2], depth=5)
 
 
+def test_evaluate_reports_the_predictions_of_each_depth():
+    """Each depth's accuracy is that of the model run to that depth from the same starts
+    (noise off), not the final prediction's (a snapshot aliasing the running one did that)."""
+    torch.manual_seed(random.randrange(2**31))
+    model = SudokuReasoner(ReasonerConfig(**dict(SMALL, noise_std=0.0)))
+    q, a = _pattern_puzzles(16, torch.Generator().manual_seed(random.randrange(2**31)))
+    seed, depths = random.randrange(2**31), [1, 2, 5, 12]
+    report = evaluate(model, q, a, depth=12, depths=depths, full_depth=True, seed=seed)
+    starts = model.initial_carry(16, generator=torch.Generator().manual_seed(seed))
+    blanks, expected = q == 1, []
+    with torch.no_grad():
+        for t in depths:
+            pred = model(q, carry=starts, steps=t, grad="none")[0].argmax(-1)
+            expected.append(float(((pred == a) & blanks).sum() / blanks.sum()))
+    assert len(set(expected)) > 1  # the predictions move with depth, so the test can fail
+    assert [r.cell_acc["vote"] for r in report.results] == pytest.approx(expected, abs=1e-12)
+
+
 def test_a_few_training_steps_reduce_the_loss(tmp_path):
     torch.manual_seed(random.randrange(2**31))
     q, a = _pattern_puzzles(8, torch.Generator().manual_seed(random.randrange(2**31)))

@@ -191,7 +191,8 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
             bar.update(1)
             bar.set_postfix(running=int(running.sum()), refresh=False)
         if t in marks:
-            snapshots.append((t, last_pred.view(P, breadth, -1).cpu(),
+            # A copy: last_pred is updated in place, and .cpu() of a CPU tensor is no copy.
+            snapshots.append((t, last_pred.view(P, breadth, -1).to("cpu", copy=True),
                               window.mean(dim=1).view(P, breadth).cpu()))
     if bar is not None:
         bar.close()
