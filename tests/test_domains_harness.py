@@ -1,5 +1,6 @@
 """The shared harness of the four-domain models: depth grids, exact Lipschitz of a known map,
 training reducing the loss, and the written table/plot."""
+import json
 import os
 import random
 import sys
@@ -13,7 +14,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 from domains.domain import Domain, RunConfig  # noqa: E402
 from domains.model import ImplicitModel  # noqa: E402
 from domains.report import write_report  # noqa: E402
-from domains.scaling import lipschitz_curve, log_depths, quality_curve, scaling_table  # noqa: E402
+from domains.scaling import (lipschitz_curve, log_depths, quality_curve,  # noqa: E402
+                             reference_lipschitz, scaling_table)
 from domains.train import train  # noqa: E402
 
 
@@ -88,6 +90,33 @@ def test_lipschitz_of_a_known_linear_map_is_exact():
         exact = (1 - a ** k) / (1 - a)
         assert curve[k]["lipschitz_max"] == pytest.approx(exact, rel=1e-9)
         assert curve[k]["lipschitz_median"] == pytest.approx(exact, rel=1e-9)
+
+
+class ScaledTarget(Denoise):
+    """A domain whose exact map is u -> c u: its reference Lipschitz constant is |c|."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def reference_map(self, u, cfg):
+        return self.c * u
+
+
+def test_reference_lipschitz_of_a_known_exact_map(tmp_path):
+    c = random.uniform(-3.0, 3.0)
+    cfg = RunConfig(lipschitz_samples=5, lipschitz_directions=3)
+    model = Denoise().build_model(cfg)
+    data = Denoise().make_data(7, random.randrange(2**31), cfg)
+    ref = reference_lipschitz(ScaledTarget(c), model, data, cfg, device=torch.device("cpu"))
+    assert ref["lipschitz_max"] == pytest.approx(abs(c), rel=1e-9)
+    assert ref["lipschitz_median"] == pytest.approx(abs(c), rel=1e-9)
+    assert reference_lipschitz(Denoise(), model, data, cfg, device=torch.device("cpu")) is None
+    rows = scaling_table(Denoise(), model, data, cfg.with_overrides(eval_max_iters=10),
+                         device=torch.device("cpu"))
+    paths = write_report(Denoise(), cfg, rows, [dict(loss=1.0), dict(loss=0.5)], str(tmp_path),
+                         device="cpu", seconds=1.0, reference=ref)
+    assert f"Lipschitz max {abs(c):.4g}" in open(paths["table"]).read()
+    assert json.load(open(paths["json"]))["reference_lipschitz"] == ref
 
 
 def test_predictions_at_equals_separate_runs_of_each_depth():

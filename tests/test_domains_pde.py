@@ -177,6 +177,14 @@ def test_model_runs_in_float64_and_predictions_at_matches_forward():
         assert model64(u.double(), 4).dtype == torch.float64
 
 
+def test_reference_map_is_the_solver_that_made_the_targets():
+    cfg = _tiny_config()
+    data = DOMAIN.make_data(3, random.randrange(2**31), cfg)
+    exact = DOMAIN.reference_map(data["input"].double(), cfg)
+    assert exact.dtype == torch.float64 and exact.shape == data["target"].shape
+    torch.testing.assert_close(exact.float(), data["target"], rtol=1e-4, atol=1e-5)
+
+
 def test_training_reduces_the_relative_error():
     # 120 steps: over 30 random seeds the error ratio was 0.16-0.39; at 40 steps it reached 0.83.
     cfg = _tiny_config(train_steps=120)

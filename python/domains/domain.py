@@ -72,6 +72,12 @@ class Domain:
         e.g. an LP's constraint violation; averaged by the harness."""
         return {}
 
+    def reference_map(self, u: torch.Tensor, cfg: RunConfig) -> Optional[torch.Tensor]:
+        """The exact input -> target map applied to model inputs u (float64), where the
+        domain has one (a PDE's solver); None otherwise. Its Lipschitz estimate is reported
+        beside the model's, for scale."""
+        return None
+
 
 def take(batch: Batch, rows) -> Batch:
     return {k: v[rows] for k, v in batch.items()}

@@ -11,7 +11,7 @@ import torch
 from domains import DOMAIN_MODULES
 from domains.domain import Domain, RunConfig, get_config, optional_hard
 from domains.report import write_report
-from domains.scaling import scaling_table
+from domains.scaling import reference_lipschitz, scaling_table
 from domains.train import train
 
 
@@ -37,10 +37,11 @@ def run_domain(name: str, *, config: str = "small", out_dir: str = "runs/domains
     model = domain.build_model(cfg).to(dev)
     log = train(domain, model, train_data, cfg, device=dev, seed=seed, progress=progress)
     rows = scaling_table(domain, model, test_data, cfg, device=dev, hard=hard_data, seed=seed)
+    reference = reference_lipschitz(domain, model, test_data, cfg, device=dev, seed=seed)
     seconds = time.time() - start
     paths = write_report(domain, cfg, rows, log, out_dir, device=_device_name(dev),
-                         seconds=seconds)
-    return dict(rows=rows, train_log=log, paths=paths, model=model)
+                         seconds=seconds, reference=reference)
+    return dict(rows=rows, train_log=log, paths=paths, model=model, reference=reference)
 
 
 def _device_name(dev: torch.device) -> str:

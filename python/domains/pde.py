@@ -188,6 +188,12 @@ class PDEDomain(Domain):
         w_end = solver.solve(w0, d["t_end"])
         return dict(input=w0[:, None].float(), target=w_end[:, None].float())
 
+    def reference_map(self, u: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+        d = cfg.data
+        solver = VorticitySolver(d["grid"], nu=d["nu"], dt=d["dt"],
+                                 forcing=fno_forcing(d["grid"], dtype=u.dtype, device=u.device))
+        return solver.solve(u[:, 0], d["t_end"])[:, None]
+
     def build_model(self, cfg: RunConfig) -> ImplicitFNO:
         m = dict(cfg.model)
         return ImplicitFNO(width=m.pop("width"), modes=m.pop("modes"),

@@ -3,29 +3,32 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List
+from typing import List, Optional
 
 from domains.domain import Domain, RunConfig
 
 
 def write_report(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],
-                 out_dir: str, *, device: str, seconds: float) -> dict:
-    """Writes {name}.md, {name}.json and {name}.png under out_dir; returns their paths."""
+                 out_dir: str, *, device: str, seconds: float,
+                 reference: Optional[dict] = None) -> dict:
+    """Writes {name}.md, {name}.json and {name}.png under out_dir; returns their paths.
+    `reference`: the Lipschitz estimate of the domain's exact map, where it has one."""
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, domain.name)
     paths = dict(table=base + ".md", json=base + ".json", plot=base + ".png")
     with open(paths["json"], "w") as fh:
         json.dump(dict(domain=domain.name, metric=domain.metric, device=device,
                        seconds=seconds, config=cfg.__dict__, train_log=train_log,
-                       rows=rows), fh, indent=1)
+                       rows=rows, reference_lipschitz=reference), fh, indent=1)
     with open(paths["table"], "w") as fh:
-        fh.write(markdown_table(domain, cfg, rows, train_log, device=device, seconds=seconds))
-    plot(domain, cfg, rows, paths["plot"])
+        fh.write(markdown_table(domain, cfg, rows, train_log, device=device, seconds=seconds,
+                                reference=reference))
+    plot(domain, cfg, rows, paths["plot"], reference=reference)
     return paths
 
 
 def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],
-                   *, device: str, seconds: float) -> str:
+                   *, device: str, seconds: float, reference: Optional[dict] = None) -> str:
     named = {"quality": domain.metric, "quality_hard": domain.metric + " (hard)"}
     metric_keys = [k for k in rows[0] if k not in ("iters", "step_norm") and
                    not k.startswith(("lipschitz", "train_"))]
@@ -39,11 +42,15 @@ def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: 
              f"{cfg.lipschitz_samples} inputs x {cfg.lipschitz_directions} random directions, "
              f"||u' - u|| = {cfg.lipschitz_eps:g} ||u||. Step norm: median ||z_k - z_(k-1)||.",
              "(train): the training depth. (train fwd): the block applications behind a "
-             "training prediction, the training depth plus the steps the backward mode records.",
-             "",
-             "| iterations | " + " | ".join(headers)
-             + " | Lipschitz max | Lipschitz median | step norm |",
-             "|---:|" + "---:|" * len(headers) + "---:|---:|---:|"]
+             "training prediction, the training depth plus the steps the backward mode records."]
+    if reference is not None:
+        lines.append(f"The exact map (the data generator) on the same perturbations: Lipschitz "
+                     f"max {reference['lipschitz_max']:.4g}, median "
+                     f"{reference['lipschitz_median']:.4g}.")
+    lines += ["",
+              "| iterations | " + " | ".join(headers)
+              + " | Lipschitz max | Lipschitz median | step norm |",
+              "|---:|" + "---:|" * len(headers) + "---:|---:|---:|"]
     for r in rows:
         marks = [name for name, key in (("train", "train_depth"),
                                         ("train fwd", "train_forward_depth")) if r.get(key)]
@@ -55,7 +62,8 @@ def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: 
     return "\n".join(lines) + "\n"
 
 
-def plot(domain: Domain, cfg: RunConfig, rows: List[dict], path: str) -> None:
+def plot(domain: Domain, cfg: RunConfig, rows: List[dict], path: str, *,
+         reference: Optional[dict] = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -68,6 +76,9 @@ def plot(domain: Domain, cfg: RunConfig, rows: List[dict], path: str) -> None:
     ax_q.set_ylabel(domain.metric)
     ax_l.plot(iters, [r["lipschitz_max"] for r in rows], "o-", color="C3", label="max")
     ax_l.plot(iters, [r["lipschitz_median"] for r in rows], "s--", color="C1", label="median")
+    if reference is not None:
+        ax_l.axhline(reference["lipschitz_max"], color="k", lw=1.0, ls="-.",
+                     label="exact map, max")
     ax_l.set_ylabel("empirical Lipschitz constant")
     ax_l.set_yscale("log")
     for ax in (ax_q, ax_l):

@@ -42,6 +42,32 @@ def quality_curve(domain: Domain, model: ImplicitModel, data: Batch, depths: Lis
             for k in depths}
 
 
+def _perturbed_inputs(u: torch.Tensor, cfg: RunConfig, seed: int):
+    """u followed by u + d for `lipschitz_directions` random d per input, ||d|| = eps ||u||;
+    returns (inputs, d) with d shaped (directions, samples, ...)."""
+    S, D = u.shape[0], cfg.lipschitz_directions
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    d = torch.randn((D,) + tuple(u.shape), generator=gen, dtype=u.dtype).to(u.device)
+    u_norm = u.flatten(1).norm(dim=1).clamp_min(1e-12)
+    d = d * (cfg.lipschitz_eps * u_norm / d.flatten(2).norm(dim=2)).view(D, S, *[1] * (u.dim() - 1))
+    return torch.cat([u, (u.unsqueeze(0) + d).flatten(0, 1)]), d
+
+
+def _ratio_stats(pred: torch.Tensor, d: torch.Tensor) -> dict:
+    """max and median of ||F(u + d) - F(u)|| / ||d|| from predictions on _perturbed_inputs."""
+    D, S = d.shape[:2]
+    base, moved = pred[:S], pred[S:].view(D, S, *pred.shape[1:])
+    ratio = (moved - base.unsqueeze(0)).flatten(2).norm(dim=2) / d.flatten(2).norm(dim=2)
+    return dict(lipschitz_max=ratio.max().item(), lipschitz_median=ratio.median().item())
+
+
+def _float64_inputs(domain: Domain, model: ImplicitModel, data: Batch, cfg: RunConfig,
+                    device: torch.device) -> torch.Tensor:
+    batch = to_device(take(data, slice(0, cfg.lipschitz_samples)), device)
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+    return domain.model_input(model, batch)
+
+
 @torch.no_grad()
 def lipschitz_curve(domain: Domain, model: ImplicitModel, data: Batch, depths: List[int],
                     cfg: RunConfig, *, device: torch.device, seed: int = 0) -> Dict[int, dict]:
@@ -52,22 +78,19 @@ def lipschitz_curve(domain: Domain, model: ImplicitModel, data: Batch, depths: L
     Runs a float64 copy of the model, so the ratio measures the map, not float32 rounding.
     """
     model64 = copy.deepcopy(model).double()
-    batch = to_device(take(data, slice(0, cfg.lipschitz_samples)), device)
-    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
-    u = domain.model_input(model64, batch)
-    S, D = u.shape[0], cfg.lipschitz_directions
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    d = torch.randn((D,) + tuple(u.shape), generator=gen, dtype=torch.float64).to(device)
-    u_norm = u.flatten(1).norm(dim=1).clamp_min(1e-12)
-    d = d * (cfg.lipschitz_eps * u_norm / d.flatten(2).norm(dim=2)).view(D, S, *[1] * (u.dim() - 1))
-    u_all = torch.cat([u, (u.unsqueeze(0) + d).flatten(0, 1)])
-    curve = {}
-    for k, pred, _ in model64.predictions_at(u_all, depths):
-        base, moved = pred[:S], pred[S:].view(D, S, *pred.shape[1:])
-        ratio = ((moved - base.unsqueeze(0)).flatten(2).norm(dim=2)
-                 / d.flatten(2).norm(dim=2))
-        curve[k] = dict(lipschitz_max=ratio.max().item(), lipschitz_median=ratio.median().item())
-    return curve
+    u_all, d = _perturbed_inputs(_float64_inputs(domain, model64, data, cfg, device), cfg, seed)
+    return {k: _ratio_stats(pred, d) for k, pred, _ in model64.predictions_at(u_all, depths)}
+
+
+@torch.no_grad()
+def reference_lipschitz(domain: Domain, model: ImplicitModel, data: Batch, cfg: RunConfig, *,
+                        device: torch.device, seed: int = 0) -> Optional[dict]:
+    """The same estimate for the domain's exact map (same inputs, same directions), or None
+    where the domain has none."""
+    u = _float64_inputs(domain, copy.deepcopy(model).double(), data, cfg, device)
+    u_all, d = _perturbed_inputs(u, cfg, seed)
+    exact = domain.reference_map(u_all, cfg)
+    return None if exact is None else _ratio_stats(exact.double(), d)
 
 
 def scaling_table(domain: Domain, model: ImplicitModel, test: Batch, cfg: RunConfig, *,
