@@ -77,6 +77,9 @@ def test_evaluate_depth_breadth_and_adaptive_stopping():
     early = evaluate(model, q, a, depth=20, breadth=2, halt_tol=1e9, patience=0)
     assert (early.steps_used == 3).all()
     assert set(full.results[-1].board_acc) == {"vote", "lowest_residual", "pass@2"}
+    # A tolerance under the noise floor (sqrt(2) * 0.01) could never stop a start: say so.
+    with pytest.warns(UserWarning, match="noise floor"):
+        evaluate(model, q, a, depth=2, halt_tol=0.01)
     with pytest.raises(ValueError):
         evaluate(model, q, a[:2], depth=5)
 
