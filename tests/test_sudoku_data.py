@@ -71,7 +71,7 @@ def test_csv_round_trip(tmp_path):
     rng = random.Random(seed)
     rows = [sdata.PuzzleRow("src" + str(k), *_random_pair(rng, rng.randint(0, 81)),
                             rng.randint(0, 500)) for k in range(20)]
-    path = str(tmp_path / "puzzles.csv")
+    path = str(tmp_path / "new_dir" / "puzzles.csv")  # the folder is made on write
     sdata.write_csv(path, rows)
     with open(path) as f:
         assert f.readline().strip() == "source,question,answer,rating"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import time
 from collections import Counter
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -149,6 +150,7 @@ def write_csv(path: str, rows: Iterable[Union[PuzzleRow, tuple, dict]]) -> None:
     """Write rows (PuzzleRow, 4-tuples or dicts with the header's keys) after checking them."""
     rows = _rows_from(rows, "write_csv")
     validate_rows(rows, "write_csv")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(HEADER)
