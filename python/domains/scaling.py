@@ -65,7 +65,7 @@ def _float64_inputs(domain: Domain, model: ImplicitModel, data: Batch, cfg: RunC
                     device: torch.device) -> torch.Tensor:
     batch = to_device(take(data, slice(0, cfg.lipschitz_samples)), device)
     batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
-    return domain.model_input(model, batch)
+    return domain.model_input(model, batch).double()
 
 
 @torch.no_grad()
@@ -87,8 +87,7 @@ def reference_lipschitz(domain: Domain, model: ImplicitModel, data: Batch, cfg: 
                         device: torch.device, seed: int = 0) -> Optional[dict]:
     """The same estimate for the domain's exact map (same inputs, same directions), or None
     where the domain has none."""
-    u = _float64_inputs(domain, copy.deepcopy(model).double(), data, cfg, device)
-    u_all, d = _perturbed_inputs(u, cfg, seed)
+    u_all, d = _perturbed_inputs(_float64_inputs(domain, model, data, cfg, device), cfg, seed)
     exact = domain.reference_map(u_all, cfg)
     return None if exact is None else _ratio_stats(exact.double(), d)
 
