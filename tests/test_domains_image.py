@@ -14,6 +14,7 @@ from domains.image import DOMAIN, circular_conv, single_channel_conv_norm  # noq
 from domains.image_data import (BlurOperator, blurred_measurements, gaussian_kernel,  # noqa: E402
                                 psnr, random_shape_images)
 from domains.train import train  # noqa: E402
+from grad_checks import assert_finite_nonzero_grads  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -146,9 +147,7 @@ def test_forward_and_backward_give_finite_nonzero_gradients():
     loss = DOMAIN.loss(pred, batch)
     assert torch.isfinite(loss)
     loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().max() > 0, name
+    assert_finite_nonzero_grads(model)
     assert DOMAIN.quality(pred, batch).shape == (4,)
 
 

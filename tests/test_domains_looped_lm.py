@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 from domains.algorithmic_tasks import reachability_instances  # noqa: E402
 from domains.looped_lm import DOMAIN  # noqa: E402
 from domains.train import train  # noqa: E402
+from grad_checks import assert_finite_nonzero_grads  # noqa: E402
 
 SMALL = DOMAIN.configs["small"]
 
@@ -90,9 +91,7 @@ def test_forward_backward_shapes_and_gradients():
     loss = DOMAIN.loss(pred, batch)
     assert torch.isfinite(loss)
     loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
+    assert_finite_nonzero_grads(model)
     quality = DOMAIN.quality(pred, batch)
     assert quality.shape == (8,) and set(quality.tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="input must have shape"):

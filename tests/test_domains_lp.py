@@ -15,6 +15,7 @@ from domains.lp import DOMAIN, constraint_excess, objective_gap  # noqa: E402
 from domains.lp_data import (MIN_ABS_OBJECTIVE, lp_instances, objective_by_duality,  # noqa: E402
                              solve_lp, split_instance)
 from domains.train import train  # noqa: E402
+from grad_checks import assert_finite_nonzero_grads  # noqa: E402
 
 NUM_VARS, NUM_CONS = 7, 5
 
@@ -107,9 +108,7 @@ def test_forward_and_backward_give_finite_nonzero_gradients_for_every_parameter(
     loss = DOMAIN.loss(pred, data)
     assert torch.isfinite(loss)
     loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
+    assert_finite_nonzero_grads(model)
     with pytest.raises(ValueError, match="u must have shape"):
         model(data["input"][:, :, :-1])
 

@@ -15,6 +15,7 @@ from domains.navier_stokes import (VorticitySolver, dealias_mask, fno_forcing,  
                                    sample_vorticity)
 from domains.pde import DOMAIN, FourierBlock, relative_l2  # noqa: E402
 from domains.train import train  # noqa: E402
+from grad_checks import assert_finite_nonzero_grads  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -161,9 +162,7 @@ def test_model_forward_backward_gives_finite_nonzero_gradients(backward):
     loss = DOMAIN.loss(pred, batch)
     assert torch.isfinite(loss)
     loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().max() > 0, name
+    assert_finite_nonzero_grads(model)
 
 
 def test_model_runs_in_float64_and_predictions_at_matches_forward():
