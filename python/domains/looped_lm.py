@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from eqkernels.nn import SelfAttention
+
 from domains.algorithmic_tasks import reachability_instances
 from domains.domain import Batch, Domain, RunConfig
 from domains.model import ImplicitModel
@@ -42,24 +44,6 @@ class NodeTokenEmbedding(nn.Module):
         adjacency, is_source = tokens[..., :N].to(dtype), tokens[..., N].to(dtype)
         return (self.node_id + self.neighbours(adjacency @ self.node_id)
                 + is_source.unsqueeze(-1) * self.source)
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over all tokens: (B, L, width) -> (B, L, width)."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        if width % heads:
-            raise ValueError(f"width must be divisible by heads={heads}, got {width}")
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.out = nn.Linear(width, width)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        B, L, width = h.shape
-        q, k, v = self.qkv(h).view(B, L, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        mixed = F.scaled_dot_product_attention(q, k, v)
-        return self.out(mixed.transpose(1, 2).reshape(B, L, width))
 
 
 class LoopedTransformerBlock(nn.Module):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from eqkernels.nn import SelfAttention
 from eqkernels.ops.block_step import noise_key, resolve_block_step
 from eqkernels.ops.tracking import SolveState
 from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
@@ -74,24 +75,6 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
-class TokenAttention(nn.Module):
-    """Optional token mixer: plain multi-head self-attention over the 81 cells."""
-
-    def __init__(self, hidden: int, heads: int):
-        super().__init__()
-        if hidden % heads:
-            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.qkv_proj = nn.Linear(hidden, 3 * hidden, bias=False)
-        self.o_proj = nn.Linear(hidden, hidden, bias=False)
-
-    def forward(self, h):
-        B, T, D = h.shape
-        q, k, v = self.qkv_proj(h).view(B, T, 3, self.heads, D // self.heads).unbind(2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, D))
-
-
 class ReasonerLayer(nn.Module):
     """h <- norm(h + token mixing(h)); h <- norm(h + SwiGLU over hidden)."""
 
@@ -99,7 +82,7 @@ class ReasonerLayer(nn.Module):
         super().__init__()
         self.eps = cfg.rms_eps
         if cfg.attention:
-            self.attn = TokenAttention(cfg.hidden, cfg.heads)
+            self.attn = SelfAttention(cfg.hidden, cfg.heads, bias=False)
         else:
             self.mlp_t = SwiGLU(cfg.seq_len, cfg.expansion)  # mixes the 81 cells, per channel
         self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
