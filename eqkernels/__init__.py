@@ -9,11 +9,12 @@ back to the plain-PyTorch reference, never to an import error.
 """
 from eqkernels._backends import backends
 from eqkernels.diagnostics import spectral_radius
+from eqkernels.ops.looped import LoopedUpdate
 from eqkernels.nn import DEQ, apply_spectral_norm, apply_weight_norm, remove_norm
 from eqkernels.solvers import DivergenceError, SolverInfo, anderson, broyden, damped, fixed_point
 
 __version__ = "0.1.0"
 
-__all__ = ["DEQ", "backends", "anderson", "broyden", "damped", "fixed_point", "SolverInfo",
+__all__ = ["DEQ", "LoopedUpdate", "backends", "anderson", "broyden", "damped", "fixed_point", "SolverInfo",
            "DivergenceError", "spectral_radius", "apply_weight_norm", "apply_spectral_norm",
            "remove_norm", "__version__"]
