@@ -8,6 +8,8 @@ from torch import nn
 
 from eqkernels import backward as bw
 from eqkernels.diagnostics import spectral_radius
+from eqkernels.nn.dropout import reset_dropout
+from eqkernels.nn.norm import reset_norm
 from eqkernels.solvers import get_solver
 from eqkernels.solvers.base import validate_options
 
@@ -82,6 +84,9 @@ class DEQ(nn.Module):
         Returns (z, info): z shaped like z0, on the graph chosen by the backward mode.
         """
         z0 = _check_inputs(x, z0, self.block)
+        # One map per forward: normalised weights and dropout masks fixed for the whole solve.
+        reset_norm(self.block)
+        reset_dropout(self.block)
         solver_kwargs = self.solver_kwargs
         if max_iter is not None:
             validate_options(torch.zeros(1, 1), max_iter=max_iter, tol=solver_kwargs["tol"],
