@@ -10,6 +10,7 @@ from eqkernels import backward as bw
 from eqkernels.diagnostics import spectral_radius
 from eqkernels.nn.dropout import reset_dropout
 from eqkernels.nn.norm import reset_norm
+from eqkernels.regularization import JacobianRegularizer
 from eqkernels.solvers import get_solver
 from eqkernels.solvers.base import validate_options
 
@@ -32,6 +33,9 @@ class DEQ(nn.Module):
       solve of "implicit"; default to the forward settings.
     spectral_radius: put a power-iteration estimate of rho(J_f(z*)) in info.
     progress: show a progress bar for the forward solve (step, live samples, median residual).
+    jac_reg: put a Hutchinson estimate of ||J_f(z*)||_F^2 / n in info.jac_loss in training
+      forwards (add it to the loss, weighted); jac_reg_freq: the fraction of training forwards
+      that compute it (the others get 0); jac_reg_probes: probe vectors per estimate.
     """
 
     def __init__(self, block: nn.Module, solver: str = "anderson", max_iter: int = 50,
@@ -42,7 +46,8 @@ class DEQ(nn.Module):
                  phantom_damping: float = 0.5, unroll_steps: int = 5,
                  check_every: Optional[int] = None, on_diverge: str = "warn",
                  trajectory: bool = False, spectral_radius: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, jac_reg: bool = False, jac_reg_freq: float = 1.0,
+                 jac_reg_probes: int = 1):
         super().__init__()
         if not callable(block):
             raise TypeError(f"block must be a callable nn.Module, got {type(block).__name__}")
@@ -73,6 +78,8 @@ class DEQ(nn.Module):
         self.trajectory = trajectory
         self.progress = progress
         self.want_spectral_radius = spectral_radius
+        jac = JacobianRegularizer(jac_reg_freq, jac_reg_probes)  # validates the options either way
+        self.jac_reg = jac if jac_reg else None
         self.last_backward_info = None  # SolverInfo of the latest implicit adjoint solve
 
     def forward(self, x: torch.Tensor, z0: Optional[torch.Tensor] = None, *,
@@ -105,6 +112,9 @@ class DEQ(nn.Module):
                                        **solver_kwargs)
         if self.want_spectral_radius:
             info.spectral_radius = spectral_radius(f, z_star)
+        if self.jac_reg is not None:  # its own f(z*) evaluation: independent of the backward mode
+            info.jac_loss = (self.jac_reg(f, z_star) if self.training and torch.is_grad_enabled()
+                             else z_star.new_zeros(()))
         z = self._attach_gradient(f, z_star, x, _check_backward(backward or self.backward_mode))
         return z.reshape(shape).to(z0.dtype), info
 
