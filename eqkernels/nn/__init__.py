@@ -1,6 +1,14 @@
 """Layer API: the DEQ module, norm helpers for its block, and a token mixer for blocks."""
 from eqkernels.nn.attention import SelfAttention
 from eqkernels.nn.deq import DEQ
-from eqkernels.nn.norm import apply_spectral_norm, apply_weight_norm, remove_norm
+from eqkernels.nn.dropout import (VariationalDropout, VariationalDropout1d,
+                                  VariationalDropout2d, VariationalDropout3d,
+                                  VariationalDropToken1d, VariationalDropToken2d,
+                                  VariationalDropToken3d, reset_dropout)
+from eqkernels.nn.norm import (apply_norm, apply_spectral_norm, apply_weight_norm, remove_norm,
+                               reset_norm)
 
-__all__ = ["DEQ", "SelfAttention", "apply_spectral_norm", "apply_weight_norm", "remove_norm"]
+__all__ = ["DEQ", "SelfAttention", "apply_spectral_norm", "apply_weight_norm", "remove_norm",
+           "apply_norm", "reset_norm", "reset_dropout", "VariationalDropout",
+           "VariationalDropout1d", "VariationalDropout2d", "VariationalDropout3d",
+           "VariationalDropToken1d", "VariationalDropToken2d", "VariationalDropToken3d"]
