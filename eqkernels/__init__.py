@@ -11,10 +11,14 @@ from eqkernels._backends import backends
 from eqkernels.diagnostics import spectral_radius
 from eqkernels.ops.looped import LoopedUpdate
 from eqkernels.nn import DEQ, apply_spectral_norm, apply_weight_norm, remove_norm
+from eqkernels.nn import (VariationalDropout, VariationalDropout1d, VariationalDropout2d,
+                          apply_norm, reset_dropout, reset_norm)
+from eqkernels.regularization import jacobian_reg
 from eqkernels.solvers import DivergenceError, SolverInfo, anderson, broyden, damped, fixed_point
 
 __version__ = "0.1.0"
 
 __all__ = ["DEQ", "LoopedUpdate", "backends", "anderson", "broyden", "damped", "fixed_point", "SolverInfo",
            "DivergenceError", "spectral_radius", "apply_weight_norm", "apply_spectral_norm",
-           "remove_norm", "__version__"]
+           "remove_norm", "__version__", "apply_norm", "reset_norm", "reset_dropout",
+           "VariationalDropout", "VariationalDropout1d", "VariationalDropout2d", "jacobian_reg"]
