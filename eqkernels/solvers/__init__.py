@@ -1,13 +1,21 @@
 """Batched fixed-point solvers with per-sample stopping: fixed_point, anderson, broyden,
-and damped (the fused, optionally noisy, long-run loop)."""
-from eqkernels.solvers.anderson import anderson
+and damped (the fused, optionally noisy, long-run loop).
+
+Each is an options object (`Anderson(m=5)`, ...) run by one driver (`solve`) with one
+`SolveOptions`, and a function of the same name (`anderson(f, z0, ...)`) doing both."""
+from eqkernels.solvers.anderson import Anderson, anderson
 from eqkernels.solvers.base import DivergenceError, SolverInfo
-from eqkernels.solvers.broyden import broyden
+from eqkernels.solvers.broyden import Broyden, broyden
 from eqkernels.solvers.damped import damped
-from eqkernels.solvers.fixed_point import fixed_point
+from eqkernels.solvers.damped_options import Damped
+from eqkernels.solvers.driver import SolveOptions, solve
+from eqkernels.solvers.fixed_point import FixedPoint, fixed_point
+from eqkernels.solvers.state import SolverState
 
 SOLVERS = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden,
            "damped": damped}
+SOLVER_CLASSES = {"fixed_point": FixedPoint, "anderson": Anderson, "broyden": Broyden,
+                  "damped": Damped}
 
 
 def get_solver(name):
@@ -17,5 +25,32 @@ def get_solver(name):
     return SOLVERS[name]
 
 
-__all__ = ["anderson", "broyden", "damped", "fixed_point", "get_solver", "SOLVERS", "SolverInfo",
-           "DivergenceError"]
+def as_solver(solver, **kwargs):
+    """A solver object: `solver` itself, or SOLVER_CLASSES[solver](**kwargs) for a name."""
+    if isinstance(solver, str):
+        if solver not in SOLVER_CLASSES:
+            raise ValueError(f"solver must be one of {sorted(SOLVER_CLASSES)} or a solver object, "
+                             f"got {solver!r}")
+        cls = SOLVER_CLASSES[solver]
+        try:
+            return cls(**kwargs)
+        except TypeError as err:
+            if "unexpected keyword" not in str(err):
+                raise
+            import dataclasses
+            known = [f.name for f in dataclasses.fields(cls)]
+            bad = sorted(set(kwargs) - set(known))
+            raise ValueError(f"solver {solver!r} has no option(s) {bad}; its options are {known}"
+                             ) from None
+    if kwargs:
+        raise ValueError(f"solver options {sorted(kwargs)} go into the solver object itself "
+                         f"when one is given ({type(solver).__name__})")
+    if not (hasattr(solver, "init") and hasattr(solver, "bind")) and not hasattr(solver, "run"):
+        raise TypeError(f"solver must be a name or a solver object (init/bind, or run), "
+                        f"got {type(solver).__name__}")
+    return solver
+
+
+__all__ = ["anderson", "broyden", "damped", "fixed_point", "get_solver", "as_solver", "SOLVERS",
+           "SOLVER_CLASSES", "SolverInfo", "DivergenceError", "Anderson", "Broyden", "FixedPoint",
+           "Damped", "SolveOptions", "SolverState", "solve"]

@@ -54,6 +54,39 @@ class SolverInfo:
     trajectory_steps: Optional[torch.Tensor] = None
     spectral_radius: Optional[torch.Tensor] = None
     extra: dict = field(default_factory=dict)
+    rel_trajectory: Optional[torch.Tensor] = None  # (T, B) rel residual, rows as trajectory
+    captured: Optional[list] = None  # SolveOptions.capture: (B, n) best iterate after each step
+
+    # torchdeq's names for the same facts, so its users find theirs (info.abs_lowest or
+    # info["abs_lowest"]); its traces are (B, T), ours (T, B).
+    @property
+    def abs_lowest(self):
+        return self.abs_residual
+
+    @property
+    def rel_lowest(self):
+        return self.rel_residual
+
+    @property
+    def abs_trace(self):
+        return None if self.trajectory is None else self.trajectory.T
+
+    @property
+    def rel_trace(self):
+        return None if self.rel_trajectory is None else self.rel_trajectory.T
+
+    @property
+    def sradius(self):
+        return self.spectral_radius
+
+    def __getitem__(self, name: str):
+        if not isinstance(name, str) or name.startswith("_") or not hasattr(self, name):
+            raise KeyError(f"SolverInfo has no field {name!r}")
+        return getattr(self, name)
+
+    def keys(self):
+        return ["nstep", "abs_lowest", "rel_lowest", "abs_trace", "rel_trace", "sradius",
+                "converged", "diverged"]
 
     def summary(self) -> str:
         B = self.nstep.numel()
@@ -106,8 +139,8 @@ def iterate(f: Callable, z0: torch.Tensor, make_step: Callable, *, solver: str, 
     if check_every is None:
         check_every = DEFAULT_CHECK_EVERY.get(z0.device.type, 16)
     backend, step = make_step(z0)
-    state = SolveState.start(z0) if state is None else state
-    z = z0.clone()
+    z = z0.clone(memory_format=torch.contiguous_format)  # the kernels need a dense row layout
+    state = SolveState.start(z) if state is None else state
     recorder = TrajectoryRecorder() if trajectory else None
     bar = _ProgressBar(solver, max_iter) if progress else None
     stopped_below = False
