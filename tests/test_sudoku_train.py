@@ -1,16 +1,12 @@
 """Sudoku training: deep supervision runs, checkpoints resume exactly, evaluation aggregates."""
-import os
 import random
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-
-from sudoku.evaluate import aggregate, evaluate, log_spaced_depths  # noqa: E402
-from sudoku.model import ReasonerConfig, SudokuReasoner  # noqa: E402
-from sudoku.train import TrainConfig, Trainer, load_checkpoint  # noqa: E402
+from sudoku.evaluate import aggregate, evaluate, log_spaced_depths
+from sudoku.model import ReasonerConfig, SudokuReasoner
+from sudoku.train import TrainConfig, Trainer, load_checkpoint
 
 SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2)
 

@@ -2,29 +2,52 @@
 
 generate / check: sudoku.data; train: sudoku.train; eval: sudoku.evaluate. Each takes
 --help. The defaults of `train` are a small model that trains on a 2-core CPU in minutes.
+Bad input (a missing or corrupt checkpoint, malformed CSV / npy data, no puzzles, an
+unsupported config) prints `error: <message>` and exits 2, without a traceback.
 """
+import csv
+import pickle
 import sys
 
 USAGE = "usage: python -m sudoku {generate,check,train,eval} [--help | options]"
 
+# What bad input raises; anything else is a bug and keeps its traceback.
+BAD_INPUT = (ValueError, OSError, csv.Error, pickle.UnpicklingError,
+             UnicodeDecodeError)
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+
+def error_exit(message: str) -> "NoReturn":  # noqa: F821
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(argv) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
     if cmd in ("generate", "check"):
-        from sudoku.data import main as run
-        run([cmd] + rest)
+        from sudoku.data import main as entry
+        entry([cmd] + rest)
     elif cmd == "train":
-        from sudoku.train import main as run
-        run(rest)
+        from sudoku.train import main as entry
+        entry(rest)
     elif cmd == "eval":
-        from sudoku.evaluate import main as run
-        run(rest)
+        from sudoku.evaluate import main as entry
+        entry(rest)
     else:
-        sys.exit(f"unknown command {cmd!r}\n{USAGE}")
+        error_exit(f"unknown command {cmd!r}\n{USAGE}")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run(argv)
+    except BAD_INPUT as e:
+        msg = e
+        if isinstance(e, OSError) and getattr(e, "filename", None):
+            msg = f"{e.filename}: {e.strerror}"
+        error_exit(str(msg))
 
 
 if __name__ == "__main__":

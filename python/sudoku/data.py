@@ -5,6 +5,8 @@ CSV format (the public Sudoku-Extreme data): header `source,question,answer,rati
   answer:   81 digits, a valid solved grid agreeing with every clue of the question;
   rating:   an int, the backtrack count of a reference solver (ours: see sudoku.generate).
 Tokens (sudoku.tokens): blank -> 1, digit d -> d + 1, 0 = padding; vocab 11.
+EqR/HRM dataset folders (dataset.json + all__inputs.npy, all__labels.npy, ...; the same
+tokens) are read by read_npy_dataset / load_puzzles (`--data DIR` of train and eval).
 
 CLI (one entry; run from the repo root with python/ on the path):
   PYTHONPATH=python python -m sudoku.data generate --n 1000 --out data/generated.csv --seed 0
@@ -129,17 +131,20 @@ class _RowLabels:
 
 def read_csv(path: str, limit: Optional[int] = None, validate: bool = True) -> List[PuzzleRow]:
     """Rows of a Sudoku-Extreme CSV (first `limit` only if given), checked unless validate=False."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != HEADER:
-            raise ValueError(f"{path}: header must be {','.join(HEADER)}, got "
-                             f"{','.join(header) if header else 'an empty file'}")
-        records = []
-        for rec in reader:
-            if limit is not None and len(records) >= limit:
-                break
-            records.append(rec)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or tuple(h.strip() for h in header) != HEADER:
+                raise ValueError(f"{path}: header must be {','.join(HEADER)}, got "
+                                 f"{','.join(header)[:80] if header else 'an empty file'}")
+            records = []
+            for rec in reader:
+                if limit is not None and len(records) >= limit:
+                    break
+                records.append(rec)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable CSV ({type(e).__name__}: {e})") from None
     rows = _rows_from(records, path)
     if validate:
         validate_rows(rows, path)
@@ -157,11 +162,101 @@ def write_csv(path: str, rows: Iterable[Union[PuzzleRow, tuple, dict]]) -> None:
         writer.writerows(rows)
 
 
-def load_tensors(path: str, limit: Optional[int] = None):
-    """(questions, answers): (N, 81) torch.int64 tokens of a validated CSV."""
+def load_tensors(path: str, limit: Optional[int] = None, split: str = "train"):
+    """(questions, answers): (N, 81) torch.int64 tokens of a validated CSV or npy folder."""
+    return load_puzzles(path, limit, split)[:2]
+
+
+NPY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+
+
+def _npy_folder(path: str, split: str) -> str:
+    if os.path.isfile(os.path.join(path, "dataset.json")):
+        return path
+    if os.path.isfile(os.path.join(path, split, "dataset.json")):
+        return os.path.join(path, split)
+    raise ValueError(f"{path}: not an EqR/HRM dataset folder (no dataset.json in it or in "
+                     f"{os.path.join(path, split)})")
+
+
+def read_npy_dataset(path: str, limit: Optional[int] = None, split: str = "test"):
+    """(questions, answers): (N, 81) int64 tokens of an EqR/HRM dataset folder, validated.
+
+    The folder (or its `split` subfolder) holds dataset.json and all__inputs.npy /
+    all__labels.npy, tokens already encoded as ours (0 pad, 1 blank, d + 1 digit d), as
+    EqR's dataset/build_sudoku_dataset.py writes them.
+    """
+    import json
+    folder = _npy_folder(path, split)
+    try:
+        with open(os.path.join(folder, "dataset.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{folder}/dataset.json: unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder}/dataset.json: expected a JSON object")
+    if meta.get("seq_len", 81) != 81 or meta.get("vocab_size", 11) != 11:
+        raise ValueError(f"{folder}/dataset.json: seq_len {meta.get('seq_len')}, vocab_size "
+                         f"{meta.get('vocab_size')}; a Sudoku dataset has 81 and 11")
+    arrays = {}
+    for name in ("inputs", "labels"):
+        file = os.path.join(folder, f"all__{name}.npy")
+        try:
+            arr = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{file}: not a readable .npy array ({e})") from None
+        if arr.ndim != 2 or arr.shape[1] != 81 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{file}: expected an (N, 81) integer array, got {arr.shape} {arr.dtype}")
+        arrays[name] = np.asarray(arr[:limit] if limit is not None else arr, dtype=np.int64)
+    q, a = arrays["inputs"], arrays["labels"]
+    if q.shape != a.shape:
+        raise ValueError(f"{folder}: all__inputs.npy {q.shape} and all__labels.npy {a.shape} differ")
+    if len(q) == 0:
+        raise ValueError(f"{folder}: the dataset is empty")
+    bad = (q < 1) | (q > 10)
+    if bad.any():
+        k, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{folder}/all__inputs.npy row {k}: token {int(q[k, j])} at position {j} "
+                         f"(expected 1 = blank or 2..10 = digits)")
+    check_tokens(q, a, _RowLabels(f"{folder} example"))
+    return q, a
+
+
+def write_npy_dataset(path: str, questions: np.ndarray, answers: np.ndarray) -> None:
+    """Write (N, 81) tokens as an EqR/HRM dataset folder (one example per puzzle, no groups)."""
+    import json
+    questions, answers = np.asarray(questions), np.asarray(answers)
+    check_tokens(questions, answers)
+    os.makedirs(path, exist_ok=True)
+    n = len(questions)
+    meta = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81,
+                num_puzzle_identifiers=1, total_groups=n, mean_puzzle_examples=1,
+                total_samples=n, sets=["all"])
+    with open(os.path.join(path, "dataset.json"), "w") as f:
+        json.dump(meta, f)
+    arrays = dict(inputs=questions.astype(np.uint8), labels=answers.astype(np.uint8),
+                  puzzle_identifiers=np.zeros(n, np.int32),
+                  puzzle_indices=np.arange(n + 1, dtype=np.int32),
+                  group_indices=np.arange(n + 1, dtype=np.int32))
+    for name in NPY_FIELDS:
+        np.save(os.path.join(path, f"all__{name}.npy"), arrays[name])
+
+
+def load_puzzles(path: str, limit: Optional[int] = None, split: str = "test"):
+    """(questions, answers, ratings): torch int64 (N, 81), (N, 81), and (N,) or None, from a
+    Sudoku-Extreme CSV or an EqR/HRM dataset folder (which has no ratings). Empty: ValueError."""
     import torch
-    questions, answers = validate_rows(read_csv(path, limit, validate=False), path)
-    return torch.from_numpy(questions), torch.from_numpy(answers)
+    if os.path.isdir(path):
+        q, a = read_npy_dataset(path, limit, split)
+        return torch.from_numpy(q), torch.from_numpy(a), None
+    if not os.path.exists(path):
+        raise ValueError(f"data {path} does not exist")
+    rows = read_csv(path, limit, validate=False)
+    if not rows:
+        raise ValueError(f"{path}: no puzzles (only a header)")
+    q, a = validate_rows(rows, path)
+    ratings = torch.tensor([r.rating for r in rows], dtype=torch.int64)
+    return torch.from_numpy(q), torch.from_numpy(a), ratings
 
 
 def rating_histogram(ratings: Iterable[int], width: int = 40) -> str:

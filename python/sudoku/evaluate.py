@@ -16,6 +16,12 @@ change (sqrt(2) sigma per element, 0.014 at sigma 0.01), so halt_tol must lie ab
 the defaults (0.02, 5 steps) kept a small CPU model within 0.02 board accuracy of full
 depth with a sixth of the steps.
 
+`reasoning_steps()` is the loop (a generator of per-step predictions and residuals, one
+eqk.LoopedUpdate noise stream for the run); `score()` turns per-depth snapshots into the
+report; `evaluate()` joins them (and shards over torch.distributed ranks). The report adds
+what the attractor view predicts: per depth, the mean final latent change of the starts whose
+board is right vs wrong, and (with ratings) the reasoning steps used against puzzle rating.
+
 Invalid boards count as wrong: nothing is repaired afterwards by a classical solver.
 
 CLI:  python -m sudoku eval --data puzzles.csv --checkpoint run/ckpt.pt --depth 1000 --breadth 8
@@ -32,11 +38,13 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
-from sudoku.model import SudokuReasoner, _FusedUpdates
+from eqkernels.progress import progress_bar
+from sudoku.distributed import dist_info, gather, init_from_env
+from sudoku.model import SudokuReasoner
 
 RESIDUAL_WINDOW = 3
 
@@ -57,6 +65,8 @@ class DepthResult:
     board_acc: Dict[str, float]     # per aggregation
     cell_acc: Dict[str, float]
     mean_residual: float            # over starts still running at this depth (or frozen)
+    residual_correct: float = float("nan")  # mean latent change of the starts whose board is
+    residual_wrong: float = float("nan")    # right / wrong at this depth (attractor view)
 
 
 @dataclass
@@ -66,6 +76,7 @@ class EvalReport:
     steps_used: Optional[torch.Tensor] = None  # (P * breadth,) reasoning steps per start
     residual_by_step: List[float] = field(default_factory=list)  # mean ||z_t - z_(t-1)|| of
     # the starts still running at step t (per element of z_H)
+    steps_by_rating: Optional[Dict[int, tuple]] = None  # rating -> (starts, mean steps used)
 
     def plot(self, path: str) -> None:
         """PNG: board accuracy against depth (log x) and the residual against t (log y)."""
@@ -89,16 +100,21 @@ class EvalReport:
 
     def table(self) -> str:
         aggs = list(self.results[0].board_acc) if self.results else []
-        head = ["depth"] + [f"board {a}" for a in aggs] + [f"cell {a}" for a in aggs] + ["residual"]
+        head = ["depth"] + [f"board {a}" for a in aggs] + [f"cell {a}" for a in aggs] + \
+            ["residual", "res. correct", "res. wrong"]
         lines = ["  ".join(f"{h:>14}" for h in head)]
         for r in self.results:
             cells = [str(r.depth)] + [f"{r.board_acc[a]:.4f}" for a in aggs] + \
-                    [f"{r.cell_acc[a]:.4f}" for a in aggs] + [f"{r.mean_residual:.3e}"]
+                    [f"{r.cell_acc[a]:.4f}" for a in aggs] + \
+                    [f"{v:.3e}" for v in (r.mean_residual, r.residual_correct, r.residual_wrong)]
             lines.append("  ".join(f"{c:>14}" for c in cells))
         if self.steps_used is not None:
             s = self.steps_used.float()
             lines.append(f"steps used per start: mean {s.mean():.1f}, median {s.median():.0f}, "
                          f"min {int(s.min())}, max {int(s.max())}")
+        if self.steps_by_rating:
+            lines.append("steps used by puzzle rating: " + ", ".join(
+                f"{r}: {m:.1f} ({c} starts)" for r, (c, m) in sorted(self.steps_by_rating.items())))
         return "\n".join(lines)
 
 
@@ -130,122 +146,173 @@ def aggregate(preds: torch.Tensor, residual: torch.Tensor, answers: torch.Tensor
     return {"board": board, "cell": cell}
 
 
+
+
+@dataclass
+class StepRecord:
+    """One reasoning step of every start (n = puzzles x breadth). The tensors are the run's
+    live buffers, updated in place by the next step: copy what you keep.
+    pred: (n, 81) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
+    change per element of z_H over the last RESIDUAL_WINDOW steps; running: (n,) bool, still
+    reasoning after this step; steps_used: (n,); change: (k,) this step's latent change of the
+    k starts that ran it."""
+    t: int
+    pred: torch.Tensor
+    residual: torch.Tensor
+    running: torch.Tensor
+    steps_used: torch.Tensor
+    change: torch.Tensor
+
+
 @torch.no_grad()
-def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tensor, *, depth: int,
-             breadth: int = 1, full_depth: bool = False, halt_tol: float = 0.02,
-             patience: int = 5, depths: Optional[List[int]] = None, seed: int = 0,
-             progress: bool = False) -> EvalReport:
-    """questions, answers: (P, 81) encoded tokens (blank 1, digit d -> d + 1)."""
-    if depth < 1 or breadth < 1:
-        raise ValueError(f"depth and breadth must be >= 1, got {depth}, {breadth}")
-    if questions.shape != answers.shape or questions.dim() != 2:
-        raise ValueError(f"questions and answers must both be (P, 81), got "
-                         f"{tuple(questions.shape)} and {tuple(answers.shape)}")
-    noise_floor = math.sqrt(2.0) * model.cfg.noise_std
-    if not full_depth and halt_tol <= noise_floor:
-        warnings.warn(f"halt_tol {halt_tol:g} is at or below the noise floor of the latent "
-                      f"change (sqrt(2) * noise_std = {noise_floor:.3g}): starts will rarely "
-                      f"stop early", stacklevel=2)
+def reasoning_steps(model: SudokuReasoner, tokens: torch.Tensor, starts, *, depth: int,
+                    full_depth: bool = False, halt_tol: float = 0.02, patience: int = 5,
+                    seed: int = 0) -> Iterator[StepRecord]:
+    """Run every start for up to `depth` reasoning steps; yield a StepRecord after each.
+
+    tokens: (n, 81); starts: (z_H, z_L), each (n, 81, hidden). One eqk.LoopedUpdate (seed
+    `seed`) draws the noise of the whole run; halted starts are compacted out of the batch
+    (the update object keeps the rows that still run).
+    """
     model.eval()
-    device = next(model.parameters()).device
-    # Under torch.distributed each rank takes puzzles rank, rank + world, ...; the random
-    # starts are drawn for all puzzles on every rank, so a start does not depend on the split.
-    rank, world = _dist_info()
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    all_starts = model.initial_carry(questions.shape[0] * breadth, generator=gen)
-    mine = torch.arange(rank, questions.shape[0], world)
-    rows = (mine[:, None] * breadth + torch.arange(breadth)).flatten()
-    questions, answers = questions[mine], answers[mine]
-    P = questions.shape[0]
-    n = P * breadth
-    tokens = questions.to(device).repeat_interleave(breadth, dim=0)
-    z_H, z_L = (t[rows].to(device) for t in all_starts)
-    x = model.embed(tokens)
+    device = tokens.device
+    n = tokens.shape[0]
+    h, l = (t.to(device=device, dtype=model.cfg.dtype).contiguous().clone() for t in starts)
+    xi = model.embed(tokens)
+    weights = model.L_level.weights(model.cfg.dtype)
+    upd = model.new_update(n, device, seed)
     window = torch.zeros(n, RESIDUAL_WINDOW, device=device)  # latest per-step z_H changes
-    last_pred = model.heads(z_H)[0].argmax(-1)
+    last_pred = model.heads(h)[0].argmax(-1)
     stable = torch.zeros(n, dtype=torch.long, device=device)
     running = torch.ones(n, dtype=torch.bool, device=device)
     steps_used = torch.zeros(n, dtype=torch.long, device=device)
-    marks = sorted(set(depths or log_spaced_depths(depth)) | {depth})
-    report = EvalReport(breadth=breadth)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=depth, desc=f"eval breadth {breadth}", unit="step")
-    blanks = questions == 1
-    residual_sums = []  # (sum, count) of the per-start z_H change at each step
-    snapshots = []      # (depth, (P, breadth, 81) predictions, (P, breadth) residuals)
+    idx = torch.arange(n, device=device)  # the starts in h, l, xi (the running ones)
     for t in range(1, depth + 1):
-        idx = running.nonzero().squeeze(1)
+        change = window.new_zeros(0)
         if idx.numel():
-            # Compaction: the block runs on the starts still reasoning only.
-            h, l, xi = z_H[idx].contiguous(), z_L[idx].contiguous(), x[idx]
             before = h.clone()
-            sub = _FusedUpdates(model, h, seed + t)  # noise keys differ per step
             for _ in range(model.cfg.H_cycles):
-                sub.round(h, l, xi)
-            z_H[idx], z_L[idx] = h, l
-            change = (h - before).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
-            residual_sums.append((float(change.sum()), change.numel()))
+                model.round(upd, h, l, xi, weights)
+            change = (h.float() - before.float()).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
             window[idx] = torch.cat([window[idx, 1:], change[:, None]], dim=1)
             pred = model.heads(h)[0].argmax(-1)
             same = (pred == last_pred[idx]).all(dim=1)
             stable[idx] = torch.where(same, stable[idx] + 1, torch.zeros_like(stable[idx]))
             last_pred[idx] = pred
             steps_used[idx] += 1
-            if not full_depth:
-                done = (stable[idx] >= patience) & (window[idx].mean(dim=1) < halt_tol) & (t >= RESIDUAL_WINDOW)
-                running[idx[done]] = False
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(running=int(running.sum()), refresh=False)
-        if t in marks:
-            # A copy: last_pred is updated in place, and .cpu() of a CPU tensor is no copy.
-            snapshots.append((t, last_pred.view(P, breadth, -1).to("cpu", copy=True),
-                              window.mean(dim=1).view(P, breadth).cpu()))
-    if bar is not None:
-        bar.close()
-    local = dict(snapshots=snapshots, answers=answers.cpu(), blanks=blanks.cpu(),
-                 steps_used=steps_used.cpu(), residual_sums=residual_sums)
-    parts = _gather(local, world)
-    answers_all = torch.cat([p["answers"] for p in parts])
-    blanks_all = torch.cat([p["blanks"] for p in parts])
-    for k, (t, _, _) in enumerate(snapshots):
-        preds = torch.cat([p["snapshots"][k][1] for p in parts])
-        res = torch.cat([p["snapshots"][k][2] for p in parts])
-        scores = aggregate(preds, res, answers_all, blanks_all)
-        report.results.append(DepthResult(t, scores["board"], scores["cell"], float(res.mean())))
-    report.steps_used = torch.cat([p["steps_used"] for p in parts])
-    steps = max(len(p["residual_sums"]) for p in parts)
-    for t in range(steps):
-        got = [p["residual_sums"][t] for p in parts if t < len(p["residual_sums"])]
-        report.residual_by_step.append(sum(s for s, _ in got) / max(sum(c for _, c in got), 1))
+            if not full_depth and t >= RESIDUAL_WINDOW:
+                done = (stable[idx] >= patience) & (window[idx].mean(dim=1) < halt_tol)
+                if bool(done.any()):
+                    # Compaction: the block runs on the starts still reasoning only.
+                    running[idx[done]] = False
+                    keep = (~done).nonzero().squeeze(1)
+                    idx = idx[keep]
+                    h, l, xi = h[keep].contiguous(), l[keep].contiguous(), xi[keep]
+                    upd.take(keep)
+        yield StepRecord(t, last_pred, window.mean(dim=1), running, steps_used, change)
+
+
+def score(snapshots, answers: torch.Tensor, blanks: torch.Tensor, breadth: int,
+          steps_used: Optional[torch.Tensor] = None, residual_by_step=(),
+          ratings: Optional[torch.Tensor] = None) -> EvalReport:
+    """EvalReport from per-depth snapshots [(depth, preds (P*breadth, 81), residual (P*breadth,))].
+
+    answers, blanks: (P, 81); ratings: (P,) puzzle ratings (for steps used against rating)."""
+    P = answers.shape[0]
+    report = EvalReport(breadth=breadth)
+    for t, preds, res in snapshots:
+        preds, res = preds.view(P, breadth, -1), res.view(P, breadth)
+        scores = aggregate(preds, res, answers, blanks)
+        correct = (preds == answers[:, None]).all(dim=2)
+        report.results.append(DepthResult(t, scores["board"], scores["cell"], float(res.mean()),
+                                          _mean(res[correct]), _mean(res[~correct])))
+    report.steps_used = steps_used
+    report.residual_by_step = list(residual_by_step)
+    if ratings is not None and steps_used is not None:
+        per_start = ratings.repeat_interleave(breadth)
+        report.steps_by_rating = {int(r): (int((per_start == r).sum()),
+                                           float(steps_used[per_start == r].float().mean()))
+                                  for r in per_start.unique().tolist()}
     return report
 
 
-def _dist_info():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def _mean(v: torch.Tensor) -> float:
+    return float(v.mean()) if v.numel() else float("nan")
 
 
-def _gather(obj, world):
-    """Every rank's `obj`, in rank order (just [obj] without torch.distributed)."""
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
+def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tensor, *, depth: int,
+             breadth: int = 1, full_depth: bool = False, halt_tol: float = 0.02,
+             patience: int = 5, depths: Optional[List[int]] = None, seed: int = 0,
+             progress: bool = False, ratings: Optional[torch.Tensor] = None) -> EvalReport:
+    """questions, answers: (P, 81) encoded tokens (blank 1, digit d -> d + 1); ratings: (P,)."""
+    if depth < 1 or breadth < 1:
+        raise ValueError(f"depth and breadth must be >= 1, got {depth}, {breadth}")
+    if questions.shape != answers.shape or questions.dim() != 2:
+        raise ValueError(f"questions and answers must both be (P, 81), got "
+                         f"{tuple(questions.shape)} and {tuple(answers.shape)}")
+    if questions.shape[0] == 0:
+        raise ValueError("no puzzles to evaluate")
+    noise_floor = math.sqrt(2.0) * model.cfg.noise_std
+    if not full_depth and halt_tol <= noise_floor:
+        warnings.warn(f"halt_tol {halt_tol:g} is at or below the noise floor of the latent "
+                      f"change (sqrt(2) * noise_std = {noise_floor:.3g}): starts will rarely "
+                      f"stop early", stacklevel=2)
+    device = next(model.parameters()).device
+    # Under torch.distributed each rank takes puzzles rank, rank + world, ...; the random
+    # starts are drawn for all puzzles on every rank, so a start does not depend on the split.
+    rank, world = dist_info()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    all_starts = model.initial_carry(questions.shape[0] * breadth, device="cpu", generator=gen)
+    mine = torch.arange(rank, questions.shape[0], world)
+    rows = (mine[:, None] * breadth + torch.arange(breadth)).flatten()
+    questions, answers = questions[mine], answers[mine]
+    tokens = questions.to(device).repeat_interleave(breadth, dim=0)
+    starts = tuple(t[rows] for t in all_starts)
+    marks = sorted(set(depths or log_spaced_depths(depth)) | {depth})
+    bar = progress_bar(total=depth, desc=f"eval breadth {breadth}", unit="step") if progress else None
+    residual_sums, snapshots, rec = [], [], None
+    for rec in reasoning_steps(model, tokens, starts, depth=depth, full_depth=full_depth,
+                               halt_tol=halt_tol, patience=patience, seed=seed + rank):
+        if rec.change.numel():
+            residual_sums.append((float(rec.change.sum()), rec.change.numel()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(running=int(rec.running.sum()), refresh=False)
+        if rec.t in marks:  # copies: the records are live buffers
+            snapshots.append((rec.t, rec.pred.to("cpu", copy=True), rec.residual.to("cpu", copy=True)))
+    if bar is not None:
+        bar.close()
+    local = dict(snapshots=snapshots, answers=answers.cpu(), blanks=(questions == 1).cpu(),
+                 steps_used=rec.steps_used.cpu(), residual_sums=residual_sums,
+                 ratings=None if ratings is None else ratings[mine].cpu())
+    parts = gather(local, world)
+    merged = [(t, torch.cat([p["snapshots"][k][1] for p in parts]),
+               torch.cat([p["snapshots"][k][2] for p in parts]))
+              for k, (t, _, _) in enumerate(snapshots)]
+    steps = max(len(p["residual_sums"]) for p in parts)
+    by_step = []
+    for t in range(steps):
+        got = [p["residual_sums"][t] for p in parts if t < len(p["residual_sums"])]
+        by_step.append(sum(s for s, _ in got) / max(sum(c for _, c in got), 1))
+    return score(merged, torch.cat([p["answers"] for p in parts]),
+                 torch.cat([p["blanks"] for p in parts]), breadth,
+                 steps_used=torch.cat([p["steps_used"] for p in parts]), residual_by_step=by_step,
+                 ratings=None if ratings is None else torch.cat([p["ratings"] for p in parts]))
 
 
 def main(argv=None):
     from sudoku import data as sdata
-    from sudoku.train import load_checkpoint
-    p = argparse.ArgumentParser(description="Depth/breadth evaluation of a Sudoku reasoner.")
-    p.add_argument("--data", required=True, help="CSV in the Sudoku-Extreme format")
-    p.add_argument("--checkpoint", required=True)
+    from sudoku.checkpoint import load_model
+    p = argparse.ArgumentParser(prog="python -m sudoku eval",
+                                description="Depth/breadth evaluation of a Sudoku reasoner.")
+    p.add_argument("--data", required=True,
+                   help="CSV in the Sudoku-Extreme format, or an EqR/HRM dataset folder "
+                        "(dataset.json + all__*.npy; a folder holding test/ uses test/)")
+    p.add_argument("--checkpoint", required=True, help="ours (ckpt.pt) or an EqR .pth")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema",
+                   help="EMA weights (default) or the raw ones")
+    p.add_argument("--latent-dtype", choices=("float32", "bfloat16"), default=None,
+                   help="override the checkpoint's latent precision")
     p.add_argument("--depth", type=int, default=16)
     p.add_argument("--breadth", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="first N puzzles only")
@@ -255,21 +322,23 @@ def main(argv=None):
                         "(above the noise floor sqrt(2) sigma) ...")
     p.add_argument("--patience", type=int, default=5,
                    help="... and its board has not changed for this many steps")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--plot", default=None, help="also write accuracy/residual plots to this PNG")
     args = p.parse_args(argv)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
-        import torch.distributed as dist
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
-        if args.device.startswith("cuda"):
-            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    model = load_checkpoint(args.checkpoint, device=args.device)[0]
-    questions, answers = sdata.load_tensors(args.data, limit=args.limit)
+    if args.depth < 1 or args.breadth < 1:
+        p.error(f"--depth and --breadth must be >= 1, got {args.depth}, {args.breadth}")
+    args.device = init_from_env(args.device)
+    model, info = load_model(args.checkpoint, device=args.device, weights=args.weights,
+                             latent_dtype=args.latent_dtype)
+    questions, answers, ratings = sdata.load_puzzles(args.data, limit=args.limit, split="test")
     report = evaluate(model, questions, answers, depth=args.depth, breadth=args.breadth,
-                      full_depth=args.full_depth, halt_tol=args.halt_tol,
-                      patience=args.patience, progress=True)
-    if _dist_info()[0] != 0:
+                      full_depth=args.full_depth, halt_tol=args.halt_tol, seed=args.seed,
+                      patience=args.patience, progress=True, ratings=ratings)
+    if dist_info()[0] != 0:
         return
+    print(f"model: {info['kind']} checkpoint, latent dtype {model.cfg.latent_dtype}, "
+          f"{len(questions)} puzzles")
     print(report.table())
     res = report.residual_by_step
     marks = log_spaced_depths(len(res))

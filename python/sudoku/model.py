@@ -1,35 +1,43 @@
-"""Sudoku equilibrium reasoner: a small weight-tied block iterated to task-conditioned attractors.
+"""Sudoku equilibrium reasoner: EqR's model (locuslab/EqR, models/eqr.py), on eqkernels' update.
 
-Shape of the recipe (Equilibrium Reasoner / HRM family):
-  x = embed(tokens) * sqrt(hidden); latents z_H, z_L: (B, 81, hidden), random starts.
+The recipe, as EqR's `InnerNetwork` computes it:
+  x = embed(tokens) * sqrt(hidden); latents z_H, z_L: (B, 81, hidden).
   One update of a latent z with injection u:
       z <- (1 - damping) z + damping * blocks(z + u) + noise_std * eps
-  which is exactly eqkernels' fused block-step epilogue (eqkernels.ops.block_step).
-  One reasoning step = H_cycles rounds of { L_cycles updates of z_L with u = z_H + x,
-  then one update of z_H with u = z_L }. Outputs: lm_head(z_H) per cell, and a halting
-  head on z_H's first token.
-  blocks = `layers` post-norm layers: h <- norm(h + SwiGLU over the 81 tokens),
-  h <- norm(h + SwiGLU over hidden); norm = RMSNorm without scale, eps 1e-5, in float32.
-
-Inference runs every update through the fused op, in place (no autograd, no per-update
-allocation of z); the gradient-carrying updates of training use the same formula in
-plain PyTorch so autograd sees them.
+  run by `eqk.LoopedUpdate` (fused and in place at inference, plain PyTorch ops autograd
+  records in training, one counter-based noise stream for both).
+  One round = L_cycles updates of z_L with u = z_H + x, then one update of z_H with u = z_L.
+  One reasoning step = H_cycles rounds. Outputs: lm_head(z_H) per cell, and the halting
+  head on z_H's first token (logit 0 = "halt").
+  blocks = `layers` post-norm layers:
+      token mixing: seen as (B, hidden, 81), h <- rms_norm(h + SwiGLU_81(h)) with the norm
+                    over the 81 TOKENS (EqR's mlp_t), i.e. over dim 1 of (B, 81, hidden);
+      channel MLP:  h <- rms_norm(h + SwiGLU_hidden(h)) over hidden.
+  rms_norm: no learned scale, eps 1e-5, computed in float32 (float64 for float64 latents).
+Precision (`latent_dtype`): z_H, z_L, x and every block run in that dtype, the weights cast
+to it once per forward (EqR's `forward_dtype`: bfloat16 keeps the latents in bf16).
+Starts: EqR's compensated truncated normal (std exactly H_init_std / L_init_std, clipped at
++-2 comp_std), or, for TRM-style checkpoints (`fixed_init`), the learned H_init / L_init
+vectors broadcast to every cell.
+Before checkpoint format 2 our token-mixing norm ran over hidden (`mlp_t_norm="hidden"`): a
+different model, kept only to run checkpoints trained with it (sudoku.checkpoint flags them).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+import eqkernels as eqk
 from eqkernels.nn import SelfAttention
-from eqkernels.ops.block_step import noise_key, resolve_block_step
-from eqkernels.ops.tracking import SolveState
 from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 
+LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+MLP_T_NORMS = ("token", "hidden")
 
 
 @dataclass
@@ -39,13 +47,36 @@ class ReasonerConfig:
     expansion: float = 4.0
     H_cycles: int = 3
     L_cycles: int = 6
-    damping: float = 0.95
-    noise_std: float = 0.01
+    damping: float = 0.95            # EqR's lambda_
+    noise_std: float = 0.01          # EqR's noise_scale
     rms_eps: float = 1e-5
-    attention: bool = False   # token mixing by self-attention instead of the token-axis MLP
+    attention: bool = False          # token mixing by self-attention instead of the token MLP
     heads: int = 8
     vocab: int = VOCAB
     seq_len: int = SEQ_LEN
+    H_init_std: float = 1.0          # random starts' std of z_H / z_L (EqR's H/L_init_std)
+    L_init_std: float = 1.0
+    latent_dtype: str = "float32"    # float32, bfloat16 (EqR's forward_dtype) or float64
+    fixed_init: bool = False         # TRM: learned H_init / L_init buffers as the starts
+    mlp_t_norm: str = "token"        # "hidden": the pre-format-2 layer (old checkpoints only)
+
+    def __post_init__(self):
+        if self.latent_dtype not in LATENT_DTYPES:
+            raise ValueError(f"latent_dtype must be one of {sorted(LATENT_DTYPES)}, got "
+                             f"{self.latent_dtype!r}")
+        if self.mlp_t_norm not in MLP_T_NORMS:
+            raise ValueError(f"mlp_t_norm must be one of {MLP_T_NORMS}, got {self.mlp_t_norm!r}")
+        for name in ("hidden", "layers", "H_cycles", "L_cycles", "vocab", "seq_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not 0 < self.damping <= 1:
+            raise ValueError(f"damping must be in (0, 1], got {self.damping!r}")
+        if self.noise_std < 0 or self.H_init_std < 0 or self.L_init_std < 0:
+            raise ValueError("noise_std, H_init_std and L_init_std must be >= 0")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return LATENT_DTYPES[self.latent_dtype]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,10 +88,38 @@ def swiglu_inner_width(width: int, expansion: float) -> int:
     return -(-inner // 256) * 256
 
 
-def rms_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm without a learned scale, computed in float32, returned in h's dtype."""
-    h32 = h.float()
-    return (h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype)
+def truncated_normal_(t: torch.Tensor, std: float, generator=None) -> torch.Tensor:
+    """Fill t with a normal truncated at +-2 comp_std whose std is exactly `std`.
+
+    A standard normal cut to [-2, 2] has variance 1 - 2*2*phi(2) / (Phi(2) - Phi(-2))
+    (about 0.774); comp_std = std / sqrt(that), so the cut sample has std `std`. Drawn by
+    inverting the CDF on uniforms (EqR's and JAX's compensated truncated normal).
+    """
+    if std == 0:
+        return t.zero_()
+    lo, hi = -2.0, 2.0
+    a, b = math.erf(lo / math.sqrt(2)), math.erf(hi / math.sqrt(2))
+    mass = (b - a) / 2                                   # Phi(hi) - Phi(lo)
+    pdf = lambda v: math.exp(-v * v / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    var = 1 + (lo * pdf(lo) - hi * pdf(hi)) / mass - ((pdf(lo) - pdf(hi)) / mass) ** 2
+    comp = std / math.sqrt(var)
+    with torch.no_grad():
+        u = torch.empty(t.shape, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32,
+                        device=t.device)
+        u.uniform_(a, b, generator=generator).erfinv_().mul_(math.sqrt(2) * comp)
+        t.copy_(u.clamp_(lo * comp, hi * comp))
+    return t
+
+
+def rms_norm(h: torch.Tensor, eps: float, dim: int = -1) -> torch.Tensor:
+    """RMSNorm without a learned scale over `dim`, computed in float32 (float64 stays float64),
+    returned in h's dtype."""
+    if dim in (-1, h.dim() - 1):
+        if h.dtype == torch.float64:
+            return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+        return F.rms_norm(h, (h.shape[-1],), eps=eps)  # upcasts bf16 internally
+    wide = h if h.dtype == torch.float64 else h.float()
+    return (wide * torch.rsqrt(wide.pow(2).mean(dim, keepdim=True) + eps)).to(h.dtype)
 
 
 class SwiGLU(nn.Module):
@@ -70,9 +129,17 @@ class SwiGLU(nn.Module):
         self.gate_up_proj = nn.Linear(width, 2 * inner, bias=False)  # gate half, then up half
         self.down_proj = nn.Linear(inner, width, bias=False)
 
-    def forward(self, h):
-        gate, up = self.gate_up_proj(h).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+
+def _swiglu_channels(h, w_gate_up, w_down):
+    """SwiGLU over the last axis: (B, 81, D) -> (B, 81, D)."""
+    gate, up = F.linear(h, w_gate_up).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, w_down)
+
+
+def _swiglu_tokens(h, w_gate_up, w_down):
+    """SwiGLU over the token axis without transposing: W @ h for h (B, 81, D)."""
+    gate, up = torch.matmul(w_gate_up, h).chunk(2, dim=1)
+    return torch.matmul(w_down, F.silu(gate) * up)
 
 
 class ReasonerLayer(nn.Module):
@@ -81,19 +148,31 @@ class ReasonerLayer(nn.Module):
     def __init__(self, cfg: ReasonerConfig):
         super().__init__()
         self.eps = cfg.rms_eps
+        self.token_dim = 1 if cfg.mlp_t_norm == "token" else -1
         if cfg.attention:
             self.attn = SelfAttention(cfg.hidden, cfg.heads, bias=False)
         else:
             self.mlp_t = SwiGLU(cfg.seq_len, cfg.expansion)  # mixes the 81 cells, per channel
         self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
 
-    def forward(self, h):
+    def weights(self, dtype) -> tuple:
+        """This layer's matrices in `dtype` (cast once, reused by every update of a forward)."""
+        mats = [self.mlp.gate_up_proj.weight, self.mlp.down_proj.weight]
+        if not hasattr(self, "attn"):
+            mats = [self.mlp_t.gate_up_proj.weight, self.mlp_t.down_proj.weight] + mats
+        return tuple(w if w.dtype == dtype else w.to(dtype) for w in mats)
+
+    def apply(self, h, w):
         if hasattr(self, "attn"):
-            mixed = self.attn(h)
+            h = rms_norm(h + self.attn(h), self.eps)
+            w_gu, w_down = w
         else:
-            mixed = self.mlp_t(h.transpose(1, 2)).transpose(1, 2)
-        h = rms_norm(h + mixed, self.eps)
-        return rms_norm(h + self.mlp(h), self.eps)
+            h = rms_norm(h + _swiglu_tokens(h, w[0], w[1]), self.eps, dim=self.token_dim)
+            w_gu, w_down = w[2], w[3]
+        return rms_norm(h + _swiglu_channels(h, w_gu, w_down), self.eps)
+
+    def forward(self, h):
+        return self.apply(h, self.weights(h.dtype))
 
 
 class ReasonerStack(nn.Module):
@@ -101,21 +180,30 @@ class ReasonerStack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(ReasonerLayer(cfg) for _ in range(cfg.layers))
 
-    def forward(self, h):
-        for layer in self.layers:
-            h = layer(h)
+    def weights(self, dtype) -> List[tuple]:
+        return [layer.weights(dtype) for layer in self.layers]
+
+    def apply(self, h, weights):
+        for layer, w in zip(self.layers, weights):
+            h = layer.apply(h, w)
         return h
+
+    def forward(self, h):
+        return self.apply(h, self.weights(h.dtype))
 
 
 class SudokuReasoner(nn.Module):
     """`logits, q_logits, carry = model(tokens, carry=None, steps=1)`.
 
-    tokens: (B, 81) int64 in [0, vocab). carry: (z_H, z_L) from a previous call (detached),
-    or None for fresh random starts. steps: reasoning steps to run. Returns logits
-    (B, 81, vocab), halting logits (B, 2) and the new carry.
-    grad: "none" (inference: every update fused and in place), "last" (the recipe's 1-step
-    gradient: only the last z_L update and the z_H update are recorded by autograd), or an
-    int k >= 1 (the last k rounds recorded whole: a truncated unroll).
+    tokens: (B, 81) int64 in [0, vocab). carry: (z_H, z_L) from a previous call, or None for
+    fresh starts. steps: reasoning steps (H_cycles rounds each). Returns logits (B, 81, vocab)
+    and halting logits (B, 2) (index 0 is EqR's q_halt), float32, and the new carry (detached,
+    in cfg.latent_dtype).
+    grad: "none" (inference: every update fused and in place), "last" (EqR's: the whole last
+    round recorded by autograd, all L_cycles z_L updates and the z_H update), an int k >= 1
+    (the last k rounds recorded), or "one_step" (only the last z_L update and the z_H update).
+    seed: the noise stream's seed (None: drawn from torch's RNG). update: an existing
+    eqk.LoopedUpdate to continue (its seed and step counter), e.g. across calls of a run.
     """
 
     def __init__(self, cfg: Optional[ReasonerConfig] = None):
@@ -126,95 +214,101 @@ class SudokuReasoner(nn.Module):
         self.L_level = ReasonerStack(cfg)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
         self.q_head = nn.Linear(cfg.hidden, 2, bias=True)
+        with torch.no_grad():  # EqR's halting head starts at "never halt"
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5)
+        if cfg.fixed_init:
+            self.register_buffer("H_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
+            self.register_buffer("L_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
 
     # ---- pieces -----------------------------------------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 81) tokens -> x: (B, 81, hidden) in the latent dtype."""
         if tokens.dim() != 2 or tokens.shape[1] != self.cfg.seq_len:
             raise ValueError(f"tokens must be (B, {self.cfg.seq_len}), got {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be integer, got {tokens.dtype}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
             raise ValueError(f"tokens must lie in [0, {self.cfg.vocab})")
-        return self.embed_tokens(tokens) * math.sqrt(self.cfg.hidden)
+        table = self.embed_tokens.weight.to(self.cfg.dtype)
+        return F.embedding(tokens, table) * math.sqrt(self.cfg.hidden)
 
     def initial_carry(self, batch: int, device=None, generator=None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Fresh random starts: truncated normal (std 1, cut at +-2) z_H, z_L."""
-        shape = (batch, self.cfg.seq_len, self.cfg.hidden)
-        z = torch.randn((2,) + shape, device=device, generator=generator).clamp_(-2.0, 2.0)
+        """Starts (z_H, z_L), each (batch, 81, hidden) in the latent dtype: EqR's truncated
+        normal (std H_init_std / L_init_std), or the fixed H_init / L_init of a TRM model."""
+        cfg = self.cfg
+        shape = (batch, cfg.seq_len, cfg.hidden)
+        if cfg.fixed_init:
+            return tuple(v.to(device=device or v.device, dtype=cfg.dtype).expand(shape).clone()
+                         for v in (self.H_init, self.L_init))
+        z = torch.empty((2,) + shape, dtype=cfg.dtype, device=device)
+        truncated_normal_(z[0], cfg.H_init_std, generator)
+        truncated_normal_(z[1], cfg.L_init_std, generator)
         return z[0].clone(), z[1].clone()
 
     def heads(self, z_H: torch.Tensor):
-        return self.lm_head(z_H.to(self.lm_head.weight.dtype)), self.q_head(z_H[:, 0].to(self.q_head.weight.dtype))
+        """(logits (B, 81, vocab), q_logits (B, 2)), float32, computed in z_H's dtype."""
+        dt = z_H.dtype
+        logits = F.linear(z_H, self.lm_head.weight.to(dt))
+        q = F.linear(z_H[:, 0], self.q_head.weight.to(dt), self.q_head.bias.to(dt))
+        wide = torch.float64 if dt == torch.float64 else torch.float32
+        return logits.to(wide), q.to(wide)
+
+    def new_update(self, batch: int, device=None, seed: Optional[int] = None) -> "eqk.LoopedUpdate":
+        """The run object of this model's damped updates (seed, step counter, step norms)."""
+        return eqk.LoopedUpdate(batch=batch, damping=self.cfg.damping, noise_std=self.cfg.noise_std,
+                                seed=seed, device=device)
 
     # ---- the loop -----------------------------------------------------------------------
-    def forward(self, tokens, carry=None, steps: int = 1, grad: str = "last", seed: Optional[int] = None):
+    def forward(self, tokens, carry=None, steps: int = 1, grad="last", seed: Optional[int] = None,
+                update: Optional["eqk.LoopedUpdate"] = None):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         rounds = steps * self.cfg.H_cycles
-        recorded = {"none": 0, "last": 1}.get(grad, grad)
-        if not isinstance(recorded, int) or not 0 <= recorded <= rounds:
-            raise ValueError(f"grad must be 'none', 'last' or an int in [1, {rounds}], got {grad!r}")
+        recorded = {"none": 0, "last": 1, "one_step": 1}.get(grad, grad) if isinstance(grad, str) else grad
+        if isinstance(recorded, bool) or not isinstance(recorded, int) or not 0 <= recorded <= rounds:
+            raise ValueError(f"grad must be 'none', 'last', 'one_step' or an int in [1, {rounds}], "
+                             f"got {grad!r}")
+        if not torch.is_grad_enabled():
+            recorded = 0
         x = self.embed(tokens)
-        B = x.shape[0]
         if carry is None:
-            carry = self.initial_carry(B, x.device)
-        z_H, z_L = (c.detach().float().contiguous().clone() for c in carry)
-        runner = _FusedUpdates(self, z_H, seed)
-        with torch.no_grad():
-            for _ in range(rounds - recorded):
-                runner.round(z_H, z_L, x.detach())
-        for _ in range(recorded):
-            z_H, z_L = self._recorded_round(z_H, z_L, x, one_step=grad == "last")
+            carry = self.initial_carry(x.shape[0], x.device)
+        z_H, z_L = (c.detach().to(self.cfg.dtype).contiguous().clone() for c in carry)
+        upd = update if update is not None else self.new_update(x.shape[0], x.device, seed)
+        if rounds - recorded:
+            with torch.no_grad():
+                weights = self.L_level.weights(self.cfg.dtype)
+                for _ in range(rounds - recorded):
+                    self.round(upd, z_H, z_L, x.detach(), weights)
+        if recorded:
+            weights = self.L_level.weights(self.cfg.dtype)
+            for _ in range(recorded):
+                z_H, z_L = self.round(upd, z_H, z_L, x, weights, record=True,
+                                      one_step=grad == "one_step")
         logits, q_logits = self.heads(z_H)
         return logits, q_logits, (z_H.detach(), z_L.detach())
 
-    def _recorded_round(self, z_H, z_L, x, one_step):
-        """One round as plain PyTorch ops, for autograd; one_step: the first L_cycles - 1
-        updates carry no gradient (the recipe's 1-step gradient)."""
-        cfg = self.cfg
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not one_step):
-            for _ in range(cfg.L_cycles - 1):
-                z_L = self._update(z_L, z_H + x)
-        z_L = self._update(z_L, z_H + x)
-        z_H = self._update(z_H, z_L)
+    def update(self, upd, z, inj, weights, record: bool = False):
+        """The one update formula: z <- (1-damping) z + damping * blocks(z + inj) + noise.
+        Fused and in place on z unless `record` (then a new tensor autograd records)."""
+        f_out = self.L_level.apply(z + inj, weights)
+        return upd.differentiable(z, f_out) if record else upd(z, f_out)
+
+    def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False):
+        """L_cycles updates of z_L (injection z_H + x), then one of z_H (injection z_L).
+        Unrecorded: in place on z_H, z_L. Recorded: returns the new (z_H, z_L); one_step leaves
+        the first L_cycles - 1 updates out of the graph."""
+        L = self.cfg.L_cycles
+        for k in range(L):
+            if record:
+                keep = torch.is_grad_enabled() and not (one_step and k < L - 1)
+                with torch.set_grad_enabled(keep):
+                    z_L = self.update(upd, z_L, z_H + x, weights, record=True)
+            else:
+                self.update(upd, z_L, z_H + x, weights)
+        if record:
+            z_H = self.update(upd, z_H, z_L, weights, record=True)
+        else:
+            self.update(upd, z_H, z_L, weights)
         return z_H, z_L
-
-    def _update(self, z, inj):
-        f_out = self.L_level((z + inj).to(self.embed_tokens.weight.dtype)).float()
-        out = (1 - self.cfg.damping) * z + self.cfg.damping * f_out
-        if self.cfg.noise_std:
-            out = out + self.cfg.noise_std * torch.randn_like(out)
-        return out
-
-
-class _FusedUpdates:
-    """Runs updates through the fused epilogue, in place on the latents."""
-
-    def __init__(self, model: SudokuReasoner, like: torch.Tensor, seed: Optional[int]):
-        self.model = model
-        self.B = like.shape[0]
-        self.backend, self.step = resolve_block_step(like.device)
-        # tol 0: never "converged" (halting is decided per reasoning step by the caller);
-        # a sample whose latent turns NaN/Inf is frozen by the op and stays flagged here.
-        self.state = SolveState.start(like.new_zeros(self.B, 1))
-        self.seed = int(torch.randint(2**31 - 1, ()).item()) if seed is None else seed
-        self.count = 0
-
-    def update(self, z, inj):
-        cfg = self.model.cfg
-        f_out = self.model.L_level((z + inj).to(self.model.embed_tokens.weight.dtype))
-        self.count += 1
-        flat = z.view(self.B, -1)
-        self.step(flat, f_out.float().reshape(self.B, -1), flat, self.state,
-                  damping=cfg.damping, sigma=cfg.noise_std, key=noise_key(self.seed, self.count),
-                  tol=0.0, stop_mode="abs")
-
-    def round(self, z_H, z_L, x):
-        for _ in range(self.model.cfg.L_cycles):
-            self.update(z_L, z_H + x)
-        self.update(z_H, z_L)
-
-    @property
-    def last_step_norm(self) -> torch.Tensor:
-        """(B,) ||z_next - z|| of the latest update (z_H's, after a round)."""
-        return self.state.abs_res

@@ -1,0 +1,42 @@
+"""torchrun set-up shared by `sudoku train` and `sudoku eval`: one place for the process group.
+
+Under torchrun (RANK and WORLD_SIZE set) `init_from_env(device)` starts the process group
+(NCCL on GPUs, gloo on CPU) and returns this rank's device; alone it does nothing.
+"""
+from __future__ import annotations
+
+import os
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_from_env(device: str) -> str:
+    """Start torch.distributed if torchrun launched us; returns the device to use."""
+    if not launched_by_torchrun():
+        return device
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    if str(device).startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return device
+
+
+def dist_info():
+    """(rank, world size); (0, 1) without torch.distributed."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather(obj, world: int):
+    """Every rank's `obj`, in rank order (just [obj] without torch.distributed)."""
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
