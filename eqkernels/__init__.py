@@ -15,6 +15,8 @@ from eqkernels.nn import (VariationalDropout, VariationalDropout1d, VariationalD
                           apply_norm, reset_dropout, reset_norm)
 from eqkernels.regularization import jacobian_reg
 from eqkernels.solvers import DivergenceError, SolverInfo, anderson, broyden, damped, fixed_point
+from eqkernels.solvers import (Anderson, Broyden, Damped, FixedPoint, SolveOptions, SolverState,
+                               solve)
 
 __version__ = "0.1.0"
 
