@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 
 
-def implicit(f, z_star, *, adjoint_solver, adjoint_kwargs, on_info=None):
+def implicit(f, z_star, *, adjoint_solver, adjoint_kwargs=None, adjoint_options=None,
+             on_info=None):
     """f: (B, n) -> (B, n) recorded by autograd; z_star: (B, n) solution (detached).
 
-    adjoint_solver: a function like eqkernels.solvers.anderson(f, z0, **adjoint_kwargs).
+    adjoint_solver: a solver object (eqk.Anderson(), ...) run by eqk.solve with
+    adjoint_options (an eqk.SolveOptions), or a function like eqk.anderson called as
+    adjoint_solver(g_map, v, **adjoint_kwargs).
     on_info(info): called with the adjoint solve's SolverInfo after each backward.
     """
     z_star = z_star.detach().requires_grad_()
@@ -35,7 +38,12 @@ def implicit(f, z_star, *, adjoint_solver, adjoint_kwargs, on_info=None):
             vjp, = torch.autograd.grad(fz, z_star, g.to(fz.dtype), retain_graph=True)
             return vjp + v
 
-        g, info = adjoint_solver(adjoint_map, v.detach().clone(), **adjoint_kwargs)
+        v0 = v.detach().clone()
+        if hasattr(adjoint_solver, "bind") or hasattr(adjoint_solver, "run"):
+            from eqkernels.solvers.driver import solve
+            g, info = solve(adjoint_map, v0, adjoint_solver, adjoint_options)
+        else:
+            g, info = adjoint_solver(adjoint_map, v0, **(adjoint_kwargs or {}))
         if on_info is not None:
             on_info(info)
         return g.to(v.dtype)
