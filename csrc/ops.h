@@ -1,61 +1,41 @@
-// Declarations of every op the extension exposes, one per fused kernel.
-// The CPU versions live in csrc/cpu/, the CUDA ones in csrc/cuda/ (EQK_WITH_CUDA builds only).
+// Torch-facing declarations of the fused ops: each op's argument check (run by every one of its
+// implementations: CPU, CUDA, Meta) and its per-device implementations. Each op's schema and
+// its Meta (fake) kernel are in csrc/ops/<op>.cpp; its CPU implementation is registered in
+// csrc/cpu/<op>.cpp, its CUDA one in csrc/cuda/<op>_binding.cpp (EQK_WITH_CUDA builds only).
+// The messages of the checks are the Python dispatcher's, word for word (eqkernels/ops/<op>.py;
+// tests/test_ops_registration.py compares them).
 #pragma once
 #include <torch/extension.h>
 
+#include "common/kernel_common.h"
+
 namespace eqk {
 
-// One fused Anderson step, in place on z_out and on the state/history tensors. The CPU version
-// returns the number of samples still active afterwards (the CUDA one does not: it would sync).
-// Semantics: eqkernels/ops/anderson_mix.py (anderson_step_ref is the reference).
+// One fused block-step epilogue (eqkernels/ops/block_step.py, block_step_ref), in place on
+// z_next (may alias z), the state tensors and the step counter.
+//   z, f_out, z_next: (B, n) float32 / float64 / bfloat16, one dtype, contiguous
+//   active, converged, diverged: (B,) bool   nstep: (B,) int32
+//   abs_res, rel_res: (B,) float64 for float64 z, else float32   step: (1,) int64
+void check_block_step(const at::Tensor& z, const at::Tensor& f_out, const at::Tensor& z_next,
+                      const at::Tensor& active, const at::Tensor& converged,
+                      const at::Tensor& diverged, const at::Tensor& nstep,
+                      const at::Tensor& abs_res, const at::Tensor& rel_res,
+                      const at::Tensor& step);
+
+// One fused Anderson step (eqkernels/ops/anderson_mix.py, anderson_step_ref), in place on z_out
+// (may alias z) and on the state / history tensors.
 //   z, fz, z_out, best_z: (B, n)  X, G: (B, m, n)  -- float32 or float64, contiguous
 //   gram: (B, m, m) float64   count, nstep: (B,) int32
 //   active, converged, diverged: (B,) bool   abs_res, rel_res, best_abs, best_rel: (B,) z.dtype
-struct AndersonParams {
-  double tol;
-  bool stop_rel;
-  double beta;
-  double lam;
-  double restart_growth;
-};
+void check_anderson_step(const at::Tensor& z, const at::Tensor& fz, const at::Tensor& z_out,
+                         const at::Tensor& active, const at::Tensor& converged,
+                         const at::Tensor& diverged, const at::Tensor& nstep,
+                         const at::Tensor& abs_res, const at::Tensor& rel_res,
+                         const at::Tensor& best_abs, const at::Tensor& best_rel,
+                         const at::Tensor& best_z, const at::Tensor& X, const at::Tensor& G,
+                         const at::Tensor& gram, const at::Tensor& count);
 
-int64_t anderson_step_cpu(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
-                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                       torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,
-                       torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram,
-                       torch::Tensor& count, const AndersonParams& p);
-
-// One fused block-step epilogue (eqkernels/ops/block_step.py, block_step_ref), in place on
-// z_next (may alias z) and on the state tensors; the CPU version returns the samples still active.
-//   z, f_out, z_next: (B, n) float32 / float64 / bfloat16, one dtype, contiguous
-//   active, converged, diverged: (B,) bool   nstep: (B,) int32
-//   abs_res, rel_res: (B,) float64 for float64 z, else float32
-struct BlockStepParams {
-  double damping;
-  double sigma;
-  uint32_t key;
-  double tol;
-  bool stop_rel;
-};
-
-int64_t block_step_cpu(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
-                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                       const BlockStepParams& p);
-
-#ifdef EQK_WITH_CUDA
-void block_step_cuda(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
-                     torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                     torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                     const BlockStepParams& p);
-
-void anderson_step_cuda(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
-                        torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                        torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                        torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,
-                        torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram,
-                        torch::Tensor& count, const AndersonParams& p);
-#endif
+// "torch.float32" etc., as Python prints a dtype (the check messages match the Python ones).
+std::string dtype_name(at::ScalarType t);
 
 }  // namespace eqk

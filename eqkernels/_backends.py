@@ -20,13 +20,21 @@ _PREFERENCE = {
 BACKEND_NAMES = ("cpp", "cuda", "triton", "reference")
 
 
+# Devices whose GPU the compiled CUDA kernels have no image for ({"cuda:0": reason}): found
+# when a launch says so; the dispatcher then skips "cuda" there (see with_fallback).
+_NO_KERNEL_IMAGE: dict = {}
+
+
 @functools.lru_cache(maxsize=None)
 def _load_extension():
-    """(module or None, reason string)."""
+    """(module or None, reason string). Importing it registers the torch.ops.eqk.* ops."""
     try:
-        return importlib.import_module("eqkernels._C"), "compiled extension loaded"
+        module = importlib.import_module("eqkernels._C")
     except ImportError as err:  # not built, or built against another torch
         return None, f"compiled extension eqkernels._C not importable ({err})"
+    if not hasattr(torch.ops.eqk, "block_step"):  # an extension from before the torch ops
+        return None, "compiled extension eqkernels._C is stale (no torch.ops.eqk ops): rebuild it"
+    return module, "compiled extension loaded"
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,8 +66,9 @@ def backends() -> dict:
     return {
         "cpp": (module is not None, reason),
         "cuda": (has_cuda_kernels and torch.cuda.is_available(),
-                 "CUDA kernels compiled in" if has_cuda_kernels
-                 else "extension built without CUDA kernels"),
+                 ("CUDA kernels compiled in" if has_cuda_kernels
+                  else "extension built without CUDA kernels")
+                 + "".join(f"; no kernel image on {d}: {r}" for d, r in _NO_KERNEL_IMAGE.items())),
         "triton": (triton_ok, triton_reason),
         "reference": (True, "plain PyTorch, always available"),
     }
@@ -72,7 +81,7 @@ def _usable(name: str, device: torch.device) -> bool:
     if name == "cpp":
         return device.type == "cpu"
     if name == "cuda":
-        return device.type == "cuda"
+        return device.type == "cuda" and _device_key(device) not in _NO_KERNEL_IMAGE
     if name == "triton":  # interpreter mode runs CPU tensors, compiled mode CUDA tensors
         interpreted = os.environ.get("TRITON_INTERPRET") == "1"
         return device.type == ("cpu" if interpreted else "cuda")
@@ -100,3 +109,35 @@ def pick(op: str, device: torch.device, requested: str = "auto") -> str:
                 _note_fallback(op, device.type)
             return name
     return "reference"
+
+
+def _device_key(device: torch.device) -> str:
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def with_fallback(op: str, name: str, implementations: dict):
+    """implementations[name], and for "cuda" a wrapper that, when a launch reports no kernel
+    image for the GPU (an arch newer than the build's SASS with no usable PTX), warns once
+    with the reason, marks the device, and reruns the call on the next usable backend of the
+    device (a failed launch changed nothing)."""
+    fn = implementations[name]
+    if name != "cuda":
+        return fn
+
+    def call(z, *args, **kwargs):
+        if _device_key(z.device) not in _NO_KERNEL_IMAGE:
+            try:
+                return fn(z, *args, **kwargs)
+            except RuntimeError as err:
+                if "no kernel image" not in str(err):
+                    raise
+                _NO_KERNEL_IMAGE[_device_key(z.device)] = str(err)
+                gpu = (torch.cuda.get_device_name(z.device) if z.device.type == "cuda"
+                       else str(z.device))
+                warnings.warn(f"eqkernels: {op}: the compiled CUDA kernels have no image for "
+                              f"{gpu}; using {pick(op, z.device)!r} from now on ({err})",
+                              RuntimeWarning, stacklevel=2)
+        return implementations[pick(op, z.device)](z, *args, **kwargs)
+    return call

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from eqkernels import _backends
-from eqkernels.ops.block_step import (block_step, block_step_ref, noise_key, residual_dtype,
-                                      standard_normal_ref)
+from eqkernels.ops.block_step import (block_step, block_step_ref, new_step_counter, noise_key,
+                                      residual_dtype, standard_normal_ref)
 from eqkernels.ops.tracking import SolveState
 
 FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
@@ -44,25 +44,41 @@ def make_case(B, n, dtype, seed, device="cpu"):
 
 
 def _params():
-    return dict(damping=random.choice([1.0, random.uniform(0.3, 1.0)]),
-                sigma=random.choice([0.0, 0.0, 1e-3, 0.05]),
-                key=noise_key(random.randrange(2**31), random.randrange(40_000)),
-                tol=0.05, stop_mode=random.choice(["abs", "rel"]))
+    """Random op parameters; the noise from a device step counter (and a seed), or, one time
+    in four, from an explicit legacy key."""
+    p = dict(damping=random.choice([1.0, random.uniform(0.3, 1.0)]),
+             sigma=random.choice([0.0, 0.0, 1e-3, 0.05]),
+             tol=0.05, stop_mode=random.choice(["abs", "rel"]))
+    if random.random() < 0.25:
+        p["key"] = noise_key(random.randrange(2**31), random.randrange(40_000))
+    else:
+        p["seed"] = random.randrange(-2**31, 2**31)
+        p["step"] = random.randrange(40_000)
+    return p
 
 
 def _assert_same_step(z, f_out, state, backend, params, in_place):
+    params = dict(params)
+    start = params.pop("step", None)
+    if start is not None:  # each call gets its own counter; both must advance it
+        ref_params = dict(params, step=new_step_counter(z.device, start))
+        params["step"] = new_step_counter(z.device, start)
+    else:
+        ref_params = params
     ref_state = copy.deepcopy(state)
     entry_active = state.active.clone()
     if in_place:
         out_ref, out = z.clone(), z.clone()
-        block_step_ref(out_ref, f_out, out_ref, ref_state, **params)
+        block_step_ref(out_ref, f_out, out_ref, ref_state, **ref_params)
         ran = block_step(out, f_out, out, state, backend=backend, **params)
     else:
         out_ref = torch.full_like(z, float("nan"))
         out = torch.full_like(z, float("nan"))  # poisoned: every row active on entry is written
-        block_step_ref(z, f_out, out_ref, ref_state, **params)
+        block_step_ref(z, f_out, out_ref, ref_state, **ref_params)
         ran = block_step(z, f_out, out, state, backend=backend, **params)
     assert ran == backend
+    if start is not None:
+        assert int(params["step"]) == int(ref_params["step"]) == start + 1, "counter not advanced"
     for name in ("active", "converged", "diverged", "nstep"):
         assert torch.equal(getattr(state, name), getattr(ref_state, name)), name
     # eps is float32 math (log, cos) whose last bits differ between libraries (torch, numpy,
@@ -102,10 +118,13 @@ def test_frozen_rows_untouched_and_noise_is_the_reference_stream(backend, device
     f_out = z.clone()  # damping 1 and f_out = z: z_next - z is the noise alone
     state.active.fill_(True)
     state.active[::3] = False
-    key = noise_key(random.randrange(2**31), random.randrange(100))
+    seed, t = random.randrange(2**31), random.randrange(100)
+    key = noise_key(seed, t + 1)
     out = torch.full_like(z, float("nan"))
-    block_step(z, f_out, out, state, damping=1.0, sigma=0.5, key=key, tol=1e-30,
+    step = new_step_counter(device, t)
+    block_step(z, f_out, out, state, damping=1.0, sigma=0.5, step=step, seed=seed, tol=1e-30,
                stop_mode="abs", backend=backend)
+    assert int(step) == t + 1
     live = torch.ones(B, dtype=torch.bool, device=device)
     live[::3] = False
     assert torch.isnan(out[~live]).all(), "a frozen sample's row was written"

@@ -1,4 +1,5 @@
 // Fused Anderson step, CPU. Semantics: eqkernels/ops/anderson_mix.py (anderson_step_ref).
+// Registered as the CPU implementation of eqk::anderson_step (schema: csrc/ops/anderson_mix.cpp).
 //
 // One sample at a time (samples are independent; OpenMP over the batch when the work is
 // large enough to pay for the fork/join). Per sample:
@@ -28,10 +29,9 @@
 namespace eqk {
 namespace {
 
-// Same numbers as the Python reference (anderson_mix.CHOL_PIVOT_RTOL, tracking.REL_EPS).
-constexpr double CHOL_PIVOT_RTOL = 1e-12;
-constexpr double REL_EPS = 1e-9;
-constexpr int MAX_HISTORY = 16;       // solvers.anderson.MAX_HISTORY
+// CHOL_PIVOT_RTOL and MAX_HISTORY: the shared constants (common/kernel_common.h).
+constexpr double CHOL_PIVOT_RTOL = kCholPivotRtol;
+constexpr int MAX_HISTORY = kMaxHistory;
 constexpr int64_t BLK = 512;          // elements per block of the two passes (stays in L1)
 // Fork/join of an OpenMP team costs a few microseconds; below this many element-row visits
 // (B * n * (m + 2)) one thread finishes first. Measured on a 2-core EPYC (AVX2): the team pays
@@ -43,15 +43,7 @@ struct Args {
   const T* z;
   const T* fz;
   T* z_out;
-  bool* active;
-  bool* converged;
-  bool* diverged;
-  int32_t* nstep;
-  T* abs_res;
-  T* rel_res;
-  T* best_abs;
-  T* best_rel;
-  T* best_z;
+  StateView<T, T> s;
   T* X;
   T* G;
   double* gram;
@@ -269,7 +261,7 @@ constexpr auto kSolve = make_solve_table(std::make_integer_sequence<int, MAX_HIS
 
 template <typename T>
 inline void step_sample(const Args<T>& a, int64_t b) {
-  if (!a.active[b]) return;
+  if (!a.s.active[b]) return;
   const int64_t n = a.n;
   const int m = a.m;
   const T* z = a.z + b * n;  // z_out may alias it: no __restrict anywhere here
@@ -300,32 +292,12 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   }
 
   // ---- decisions (tracking.track_residual_ref, then the Anderson update) ----
-  a.nstep[b] += 1;
-  const double absv = std::sqrt(gg);
-  const double fzn = std::sqrt(ff);
-  const double rel = absv / (fzn + REL_EPS);
-  a.abs_res[b] = T(absv);
-  a.rel_res[b] = T(rel);
-  if (!std::isfinite(absv) || !std::isfinite(fzn)) {
-    a.diverged[b] = true;
-    a.active[b] = false;
-    return;
-  }
-  const bool stop_rel = a.p.stop_rel;
-  const double metric = stop_rel ? rel : absv;
-  double best = stop_rel ? double(a.best_rel[b]) : double(a.best_abs[b]);
-  const bool improved = metric < best;
-  if (improved) {
-    a.best_abs[b] = T(absv);
-    a.best_rel[b] = T(rel);
-    best = stop_rel ? double(a.best_rel[b]) : double(a.best_abs[b]);
-    std::memcpy(a.best_z + b * n, z, sizeof(T) * n);  // before z_out (maybe z) is written
-  }
-  if (metric < a.p.tol) {
-    a.converged[b] = true;
-    a.active[b] = false;
-    return;
-  }
+  const Finished fin = finish_sample<true>(a.s, b, std::sqrt(gg), std::sqrt(ff), a.p.stop_rel,
+                                           a.p.tol);
+  if (fin.improved)  // before z_out (maybe z) is written
+    std::memcpy(a.s.best_z + b * n, z, sizeof(T) * n);
+  if (fin.outcome != kLive) return;
+  const double metric = fin.metric, best = fin.best;
   const bool restart = metric > a.p.restart_growth * best;
   const int32_t cnt = restart ? 0 : count_in;
   const int slot = cnt % m;
@@ -359,47 +331,47 @@ inline void step_sample(const Args<T>& a, int64_t b) {
 }
 
 template <typename T>
-int64_t run(const Args<T>& a, int64_t B) {
+void run(const Args<T>& a, int64_t B) {
   const bool parallel = B > 1 && B * a.n * (a.m + 2) >= OMP_MIN_WORK;
-  return for_each_sample(B, parallel, a.active, [&](int64_t b) { step_sample<T>(a, b); });
+  for_each_sample(B, parallel, a.s.active, [&](int64_t b) { step_sample<T>(a, b); });
 }
 
 template <typename T>
-int64_t dispatch(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
-              torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-              torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-              torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,
-              torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram, torch::Tensor& count,
-              const AndersonParams& p) {
-  const Args<T> a{z.data_ptr<T>(),         fz.data_ptr<T>(),         z_out.data_ptr<T>(),
-                  active.data_ptr<bool>(), converged.data_ptr<bool>(), diverged.data_ptr<bool>(),
-                  nstep.data_ptr<int32_t>(), abs_res.data_ptr<T>(),  rel_res.data_ptr<T>(),
-                  best_abs.data_ptr<T>(),  best_rel.data_ptr<T>(),   best_z.data_ptr<T>(),
-                  X.data_ptr<T>(),         G.data_ptr<T>(),          gram.data_ptr<double>(),
-                  count.data_ptr<int32_t>(), z.size(1),              static_cast<int>(X.size(1)),
-                  p};
-  return run<T>(a, z.size(0));
+void dispatch(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out, at::Tensor& active,
+              at::Tensor& converged, at::Tensor& diverged, at::Tensor& nstep,
+              at::Tensor& abs_res, at::Tensor& rel_res, at::Tensor& best_abs,
+              at::Tensor& best_rel, at::Tensor& best_z, at::Tensor& X, at::Tensor& G,
+              at::Tensor& gram, at::Tensor& count, const AndersonParams& p) {
+  const StateView<T, T> s{active.data_ptr<bool>(), converged.data_ptr<bool>(),
+                          diverged.data_ptr<bool>(), nstep.data_ptr<int32_t>(),
+                          abs_res.data_ptr<T>(),   rel_res.data_ptr<T>(),
+                          best_abs.data_ptr<T>(),  best_rel.data_ptr<T>(),
+                          best_z.data_ptr<T>()};
+  const Args<T> a{z.data_ptr<T>(), fz.data_ptr<T>(), z_out.data_ptr<T>(), s, X.data_ptr<T>(),
+                  G.data_ptr<T>(), gram.data_ptr<double>(), count.data_ptr<int32_t>(),
+                  z.size(1), static_cast<int>(X.size(1)), p};
+  run<T>(a, z.size(0));
+}
+
+void anderson_step_cpu(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out,
+                       at::Tensor& active, at::Tensor& converged, at::Tensor& diverged,
+                       at::Tensor& nstep, at::Tensor& abs_res, at::Tensor& rel_res,
+                       at::Tensor& best_abs, at::Tensor& best_rel, at::Tensor& best_z,
+                       at::Tensor& X, at::Tensor& G, at::Tensor& gram, at::Tensor& count,
+                       double tol, bool stop_rel, double beta, double lam,
+                       double restart_growth) {
+  check_anderson_step(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+                      best_abs, best_rel, best_z, X, G, gram, count);
+  const AndersonParams p{tol, stop_rel, beta, lam, restart_growth};
+  if (z.scalar_type() == at::kDouble)
+    dispatch<double>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+                     best_abs, best_rel, best_z, X, G, gram, count, p);
+  else  // float32 (check_anderson_step admits no other)
+    dispatch<float>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+                    best_abs, best_rel, best_z, X, G, gram, count, p);
 }
 
 }  // namespace
-
-int64_t anderson_step_cpu(const torch::Tensor& z, const torch::Tensor& fz, torch::Tensor& z_out,
-                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                       torch::Tensor& best_abs, torch::Tensor& best_rel, torch::Tensor& best_z,
-                       torch::Tensor& X, torch::Tensor& G, torch::Tensor& gram,
-                       torch::Tensor& count, const AndersonParams& p) {
-  const int64_t m = X.size(1);
-  TORCH_CHECK(m >= 1 && m <= MAX_HISTORY, "anderson_step: history size m must be in [1, ",
-              MAX_HISTORY, "], got ", m);
-  if (z.scalar_type() == torch::kFloat64) {
-    return dispatch<double>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res, best_abs,
-                     best_rel, best_z, X, G, gram, count, p);
-  } else {
-    TORCH_CHECK(z.scalar_type() == torch::kFloat32, "anderson_step: z must be float32 or float64");
-    return dispatch<float>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res, best_abs,
-                    best_rel, best_z, X, G, gram, count, p);
-  }
-}
-
 }  // namespace eqk
+
+TORCH_LIBRARY_IMPL(eqk, CPU, m) { m.impl("anderson_step", &eqk::anderson_step_cpu); }

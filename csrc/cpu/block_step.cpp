@@ -1,11 +1,13 @@
 // Fused block-step epilogue, CPU. Semantics: eqkernels/ops/block_step.py (block_step_ref).
+// Registered as the CPU implementation of eqk::block_step (schema: csrc/ops/block_step.cpp).
 //
 // One pass per sample that is active on entry, in blocks of BLK elements: read z and f_out
 // once, write z_next once,
 //   z_next = T((1 - damping) z + damping f_out + sigma eps)   (in W = float; double for double)
 // while accumulating, in double, ||z_next - z||^2 and ||z_next||^2 of the stored values; then
-// the bookkeeping (nstep, residuals, diverged / converged / active). Samples are independent:
-// OpenMP over the batch when the work pays for the fork/join.
+// the bookkeeping (finish_sample: nstep, residuals, diverged / converged / active). The noise
+// key is noise_key(seed, step + 1) of the step counter tensor, which the call then advances.
+// Samples are independent: OpenMP over the batch when the work pays for the fork/join.
 // z_next may alias z: each element of z is loaded before the same element of z_next is stored,
 // and no element is read after it was stored.
 // No heap allocation and no torch op inside the call: raw pointers, small stack arrays.
@@ -31,21 +33,13 @@
 namespace eqk {
 namespace {
 
-constexpr double REL_EPS = 1e-9;  // tracking.REL_EPS
 constexpr int64_t BLK = 512;      // elements per block (the noise buffer of a block stays in L1)
 // Fork/join of an OpenMP team costs a few microseconds, about what one thread needs for this
 // many elements of the noiseless update (B * n; the noisy one is costlier, so this is safe).
 constexpr int64_t OMP_MIN_ELEMS = int64_t(1) << 15;
 
-// ---- the noise stream of block_step.standard_normal_ref (float32 math, as the reference) ----
-inline uint32_t lowbias32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
+// ---- the noise stream of block_step.standard_normal_ref (float32 math, as the reference);
+// lowbias32 and noise_key are in common/kernel_common.h ----
 
 // Branch-free float log(u) and cos(2 pi u) for u in (0, 1), so the noise loop vectorises:
 // libm's scalar logf/cosf made a noisy step ~30x the cost of a noiseless one, slower than
@@ -181,13 +175,9 @@ struct Args {
   const T* z;
   const T* f_out;
   T* z_next;
-  bool* active;
-  bool* converged;
-  bool* diverged;
-  int32_t* nstep;
-  typename Lanes<T>::R* abs_res;
-  typename Lanes<T>::R* rel_res;
+  StateView<T, typename Lanes<T>::R> s;
   int64_t n;
+  uint32_t key;
   BlockStepParams p;
 };
 
@@ -241,9 +231,8 @@ inline void update_block(const T* z, const T* f, T* out, const float* eps, int64
 
 template <typename T, bool NOISE>
 inline void step_sample(const Args<T>& a, int64_t b) {
-  if (!a.active[b]) return;
+  if (!a.s.active[b]) return;
   using W = typename Lanes<T>::W;
-  using R = typename Lanes<T>::R;
   const int64_t n = a.n;
   // Scalars rounded to W once, as PyTorch does with a Python scalar times a W tensor.
   const W keep = W(1.0 - a.p.damping), lam = W(a.p.damping), sig = W(a.p.sigma);
@@ -254,65 +243,63 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   vd dd = {0, 0, 0, 0}, qq = dd;
   for (int64_t i0 = 0; i0 < n; i0 += BLK) {
     const int64_t len = std::min(BLK, n - i0);
-    if constexpr (NOISE) standard_normal_block(uint32_t(b * n + i0), a.p.key, len, eps);
+    if constexpr (NOISE) standard_normal_block(uint32_t(b * n + i0), a.key, len, eps);
     update_block<T, NOISE>(z + i0, f + i0, out + i0, eps, len, keep, lam, sig, dd, qq);
   }
   const double absv = std::sqrt((dd[0] + dd[1]) + (dd[2] + dd[3]));
   const double nrm = std::sqrt((qq[0] + qq[1]) + (qq[2] + qq[3]));
-  const double rel = absv / (nrm + REL_EPS);
-  a.nstep[b] += 1;
-  a.abs_res[b] = R(absv);
-  a.rel_res[b] = R(rel);
-  if (!std::isfinite(absv) || !std::isfinite(nrm)) {
-    a.diverged[b] = true;
-    a.active[b] = false;
-  } else if ((a.p.stop_rel ? rel : absv) < a.p.tol) {
-    a.converged[b] = true;
-    a.active[b] = false;
-  }
+  finish_sample<false>(a.s, b, absv, nrm, a.p.stop_rel, a.p.tol);
 }
 
 template <typename T, bool NOISE>
-int64_t run(const Args<T>& a, int64_t B) {
+void run(const Args<T>& a, int64_t B) {
   const bool parallel = B > 1 && B * a.n >= OMP_MIN_ELEMS;
-  return for_each_sample(B, parallel, a.active, [&](int64_t b) { step_sample<T, NOISE>(a, b); });
+  for_each_sample(B, parallel, a.s.active, [&](int64_t b) { step_sample<T, NOISE>(a, b); });
 }
 
 template <typename T>
-int64_t dispatch(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
-                 torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                 torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                 const BlockStepParams& p) {
+void dispatch(const at::Tensor& z, const at::Tensor& f_out, at::Tensor& z_next,
+              at::Tensor& active, at::Tensor& converged, at::Tensor& diverged, at::Tensor& nstep,
+              at::Tensor& abs_res, at::Tensor& rel_res, uint32_t key, const BlockStepParams& p) {
   using R = typename Lanes<T>::R;
-  const Args<T> a{z.data_ptr<T>(),         f_out.data_ptr<T>(),         z_next.data_ptr<T>(),
-                  active.data_ptr<bool>(), converged.data_ptr<bool>(),  diverged.data_ptr<bool>(),
-                  nstep.data_ptr<int32_t>(), abs_res.data_ptr<R>(),     rel_res.data_ptr<R>(),
-                  z.size(1),               p};
+  const StateView<T, R> s{active.data_ptr<bool>(), converged.data_ptr<bool>(),
+                          diverged.data_ptr<bool>(), nstep.data_ptr<int32_t>(),
+                          abs_res.data_ptr<R>(), rel_res.data_ptr<R>(), nullptr, nullptr,
+                          nullptr};
+  const Args<T> a{z.data_ptr<T>(), f_out.data_ptr<T>(), z_next.data_ptr<T>(), s, z.size(1),
+                  key, p};
   // sigma == 0: the reference adds no noise term at all
-  return p.sigma != 0.0 ? run<T, true>(a, z.size(0)) : run<T, false>(a, z.size(0));
+  if (p.sigma != 0.0)
+    run<T, true>(a, z.size(0));
+  else
+    run<T, false>(a, z.size(0));
+}
+
+void block_step_cpu(const at::Tensor& z, const at::Tensor& f_out, at::Tensor& z_next,
+                    at::Tensor& active, at::Tensor& converged, at::Tensor& diverged,
+                    at::Tensor& nstep, at::Tensor& abs_res, at::Tensor& rel_res, at::Tensor& step,
+                    int64_t seed, double damping, double sigma, double tol, bool stop_rel) {
+  check_block_step(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res, step);
+  const BlockStepParams p{damping, sigma, seed, tol, stop_rel};
+  int64_t* counter = step.data_ptr<int64_t>();
+  const uint32_t key = noise_key(seed, *counter + 1);
+  switch (z.scalar_type()) {
+    case at::kFloat:
+      dispatch<float>(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res,
+                      key, p);
+      break;
+    case at::kDouble:
+      dispatch<double>(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res,
+                       key, p);
+      break;
+    default:  // bfloat16 (check_block_step admits no other)
+      dispatch<c10::BFloat16>(z, f_out, z_next, active, converged, diverged, nstep, abs_res,
+                              rel_res, key, p);
+  }
+  *counter += 1;
 }
 
 }  // namespace
-
-int64_t block_step_cpu(const torch::Tensor& z, const torch::Tensor& f_out, torch::Tensor& z_next,
-                       torch::Tensor& active, torch::Tensor& converged, torch::Tensor& diverged,
-                       torch::Tensor& nstep, torch::Tensor& abs_res, torch::Tensor& rel_res,
-                       const BlockStepParams& p) {
-  switch (z.scalar_type()) {
-    case torch::kFloat32:
-      return dispatch<float>(z, f_out, z_next, active, converged, diverged, nstep, abs_res,
-                             rel_res, p);
-    case torch::kFloat64:
-      return dispatch<double>(z, f_out, z_next, active, converged, diverged, nstep, abs_res,
-                              rel_res, p);
-    case torch::kBFloat16:
-      return dispatch<c10::BFloat16>(z, f_out, z_next, active, converged, diverged, nstep,
-                                     abs_res, rel_res, p);
-    default:
-      TORCH_CHECK(false, "block_step: z must be float32, float64 or bfloat16, got ",
-                  z.scalar_type());
-  }
-  return -1;
-}
-
 }  // namespace eqk
+
+TORCH_LIBRARY_IMPL(eqk, CPU, m) { m.impl("block_step", &eqk::block_step_cpu); }

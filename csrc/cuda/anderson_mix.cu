@@ -19,34 +19,25 @@ namespace eqk {
 namespace cuda {
 namespace {
 
-constexpr double kCholPivotRtol = 1e-12;  // anderson_mix.CHOL_PIVOT_RTOL
-constexpr double kRelEps = 1e-9;          // tracking.REL_EPS
+// kCholPivotRtol, kMaxHistory: the shared constants (common/kernel_common.h).
 constexpr int kMaxThreads = 256;          // block size for n >= 256 (a multiple of 32 below)
 constexpr int kMaxWarps = kMaxThreads / 32;
 constexpr int kNumSums = kMaxHistory + 2;  // slot 0: |g|^2, 1: |fz|^2, 2 + j: g . G_j
-constexpr int kLive = 1, kImproved = 2;
+constexpr int kFlagLive = 1, kFlagImproved = 2;
 
 template <typename T>
 struct KernelArgs {
   const T* z;
   const T* fz;
   T* z_out;
-  bool* active;
-  bool* converged;
-  bool* diverged;
-  int32_t* nstep;
-  T* abs_res;
-  T* rel_res;
-  T* best_abs;
-  T* best_rel;
-  T* best_z;
+  StateView<T, T> s;
   T* X;
   T* G;
   double* gram;
   int32_t* count;
   int64_t n;
   int m;
-  AndersonParamsPOD p;
+  AndersonParams p;
 };
 
 __device__ __forceinline__ double warp_sum(double v) {
@@ -103,7 +94,7 @@ __device__ bool solve_mixing_weights(const double* gram, int m, int k, double la
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads) anderson_step_kernel(KernelArgs<T> a) {
   const int64_t b = blockIdx.x;
-  if (!a.active[b]) return;  // the same for the whole block
+  if (!a.s.active[b]) return;  // the same for the whole block
   const int64_t n = a.n;
   const int m = a.m;
   const T* z = a.z + b * n;
@@ -171,54 +162,35 @@ __global__ void __launch_bounds__(kMaxThreads) anderson_step_kernel(KernelArgs<T
   }
   if (threadIdx.x == 0) {
     const double gsq = s_sum[0];
-    const double absv = sqrt(gsq);
-    const double fzn = sqrt(s_sum[1]);
-    const double rel = absv / (fzn + kRelEps);
-    a.nstep[b] += 1;
-    a.abs_res[b] = T(absv);
-    a.rel_res[b] = T(rel);
     int flags = 0, slot = 0;
     unsigned mix_mask = 0u;
     double alpha_slot = 1.0;
-    if (!isfinite(absv) || !isfinite(fzn)) {
-      a.diverged[b] = true;
-      a.active[b] = false;
-    } else {
-      const bool stop_rel = a.p.stop_rel;
-      const double metric = stop_rel ? rel : absv;
-      double best = stop_rel ? double(a.best_rel[b]) : double(a.best_abs[b]);
-      if (metric < best) {
-        flags |= kImproved;
-        a.best_abs[b] = T(absv);
-        a.best_rel[b] = T(rel);
-        best = stop_rel ? double(a.best_rel[b]) : double(a.best_abs[b]);
+    const Finished fin = finish_sample<true>(a.s, b, sqrt(gsq), sqrt(s_sum[1]), a.p.stop_rel,
+                                             a.p.tol);
+    if (fin.improved) flags |= kFlagImproved;
+    if (fin.outcome == eqk::kLive) {
+      const double metric = fin.metric, best = fin.best;
+      flags |= kFlagLive;
+      const bool restart = metric > a.p.restart_growth * best;
+      const int32_t cnt = restart ? 0 : count_in;
+      slot = cnt % m;
+      const int k = min(cnt + 1, m);
+      const unsigned others = restart ? 0u : keep_mask;  // valid rows besides the slot
+      double* gram = a.gram + b * m * m;
+      for (int j = 0; j < m; ++j) {
+        if ((others >> j) & 1u) {
+          gram[slot * m + j] = s_sum[2 + j];
+          gram[j * m + slot] = s_sum[2 + j];
+        }
       }
-      if (metric < a.p.tol) {
-        a.converged[b] = true;
-        a.active[b] = false;
-      } else {
-        flags |= kLive;
-        const bool restart = metric > a.p.restart_growth * best;
-        const int32_t cnt = restart ? 0 : count_in;
-        slot = cnt % m;
-        const int k = min(cnt + 1, m);
-        const unsigned others = restart ? 0u : keep_mask;  // valid rows besides the slot
-        double* gram = a.gram + b * m * m;
-        for (int j = 0; j < m; ++j) {
-          if ((others >> j) & 1u) {
-            gram[slot * m + j] = s_sum[2 + j];
-            gram[j * m + slot] = s_sum[2 + j];
-          }
-        }
-        gram[slot * m + slot] = gsq;
-        double alpha[kMaxHistory];
-        const bool ok = solve_mixing_weights(gram, m, k, a.p.lam, s_L, s_W, alpha);
-        a.count[b] = ok ? cnt + 1 : 0;
-        if (ok) {  // else alpha = one-hot of the slot: z_out = z + beta g
-          mix_mask = others;
-          alpha_slot = alpha[slot];
-          for (int j = 0; j < k; ++j) s_alpha[j] = alpha[j];
-        }
+      gram[slot * m + slot] = gsq;
+      double alpha[kMaxHistory];
+      const bool ok = solve_mixing_weights(gram, m, k, a.p.lam, s_L, s_W, alpha);
+      a.count[b] = ok ? cnt + 1 : 0;
+      if (ok) {  // else alpha = one-hot of the slot: z_out = z + beta g
+        mix_mask = others;
+        alpha_slot = alpha[slot];
+        for (int j = 0; j < k; ++j) s_alpha[j] = alpha[j];
       }
     }
     s_flags = flags;
@@ -230,13 +202,13 @@ __global__ void __launch_bounds__(kMaxThreads) anderson_step_kernel(KernelArgs<T
 
   // ---- pass 2 ----
   const int flags = s_flags;
-  T* bz = a.best_z + b * n;
-  if (!(flags & kLive)) {  // converged or diverged this step: at most best_z changes
-    if (flags & kImproved)
+  T* bz = a.s.best_z + b * n;
+  if (!(flags & kFlagLive)) {  // converged or diverged this step: at most best_z changes
+    if (flags & kFlagImproved)
       for (int64_t i = threadIdx.x; i < n; i += blockDim.x) bz[i] = z[i];
     return;
   }
-  const bool improved = (flags & kImproved) != 0;
+  const bool improved = (flags & kFlagImproved) != 0;
   const unsigned mix_mask = s_mix_mask;
   const int slot = s_slot;
   const double alpha_slot = s_alpha_slot;
@@ -264,30 +236,26 @@ __global__ void __launch_bounds__(kMaxThreads) anderson_step_kernel(KernelArgs<T
 }  // namespace
 
 template <typename T>
-cudaError_t launch_anderson_step(const T* z, const T* fz, T* z_out, bool* active, bool* converged,
-                                 bool* diverged, int32_t* nstep, T* abs_res, T* rel_res,
-                                 T* best_abs, T* best_rel, T* best_z, T* X, T* G, double* gram,
-                                 int32_t* count, int64_t B, int64_t n, int m, AndersonParamsPOD p,
-                                 cudaStream_t stream) {
+cudaError_t launch_anderson_step(const T* z, const T* fz, T* z_out, StateView<T, T> s, T* X,
+                                 T* G, double* gram, int32_t* count, int64_t B, int64_t n, int m,
+                                 AndersonParams p, cudaStream_t stream) {
   if (m < 1 || m > kMaxHistory || B < 0 || n < 0 || B > 0x7fffffffLL) return cudaErrorInvalidValue;
   if (B == 0) return cudaSuccess;
-  const KernelArgs<T> args{z,        fz,       z_out,  active, converged, diverged, nstep,
-                           abs_res,  rel_res,  best_abs, best_rel, best_z, X,    G,
-                           gram,     count,    n,      m,      p};
+  const KernelArgs<T> args{z, fz, z_out, s, X, G, gram, count, n, m, p};
   // Whole warps only (the reductions shuffle with a full mask); small n gets a small block.
   const int threads = n >= kMaxThreads ? kMaxThreads : static_cast<int>(((n + 31) / 32) * 32);
   anderson_step_kernel<T><<<static_cast<unsigned>(B), threads > 0 ? threads : 32, 0, stream>>>(args);
   return cudaGetLastError();
 }
 
-template cudaError_t launch_anderson_step<float>(
-    const float*, const float*, float*, bool*, bool*, bool*, int32_t*, float*, float*, float*,
-    float*, float*, float*, float*, double*, int32_t*, int64_t, int64_t, int, AndersonParamsPOD,
-    cudaStream_t);
-template cudaError_t launch_anderson_step<double>(
-    const double*, const double*, double*, bool*, bool*, bool*, int32_t*, double*, double*,
-    double*, double*, double*, double*, double*, double*, int32_t*, int64_t, int64_t, int,
-    AndersonParamsPOD, cudaStream_t);
+template cudaError_t launch_anderson_step<float>(const float*, const float*, float*,
+                                                 StateView<float, float>, float*, float*,
+                                                 double*, int32_t*, int64_t, int64_t, int,
+                                                 AndersonParams, cudaStream_t);
+template cudaError_t launch_anderson_step<double>(const double*, const double*, double*,
+                                                  StateView<double, double>, double*, double*,
+                                                  double*, int32_t*, int64_t, int64_t, int,
+                                                  AndersonParams, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace eqk

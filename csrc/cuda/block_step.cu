@@ -10,10 +10,15 @@
 // the same thread (its loads of a batch of elements come before its stores); no thread reads an
 // element another thread writes. active is read by every thread at entry and written by thread 0
 // only after a barrier.
-// Rounding: the update uses __f*_rn / __d*_rn, never contracted into an FMA (the build passes
-// -fmad=true with --use_fast_math), so it rounds like the reference's separate mul/add kernels.
-// The noise's log and cos are evaluated in double and rounded to float: --use_fast_math would
-// turn logf/cosf into __logf/__cosf, whose absolute error near u = 1 can flip the sign of log u.
+// Rounding: the update uses __f*_rn / __d*_rn, never contracted into an FMA, so it rounds like
+// the reference's separate mul/add kernels. The build does not pass --use_fast_math (it would
+// flush float32 subnormals to zero, and turn logf/cosf into __logf/__cosf, whose absolute error
+// near u = 1 can flip the sign of log u); the noise's log and cos are evaluated in double and
+// rounded to float.
+// The noise key comes from the device: every block reads the step counter and derives
+// noise_key(seed, step + 1) (common/kernel_common.h); a second one-thread launch advances the
+// counter after every block has read it. No host read of device memory, so a CUDA graph of K
+// steps draws K different noise fields on every replay.
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -24,7 +29,6 @@ namespace eqk {
 namespace cuda {
 namespace {
 
-constexpr double kRelEps = 1e-9;  // tracking.REL_EPS
 constexpr int kMaxThreads = 512;  // block size for n >= 512 (a multiple of 32 below)
 constexpr int kMaxWarps = kMaxThreads / 32;
 
@@ -61,25 +65,13 @@ struct KernelArgs {
   const T* z;
   const T* f_out;
   T* z_next;
-  bool* active;
-  bool* converged;
-  bool* diverged;
-  int32_t* nstep;
-  typename ResidualOf<T>::type* abs_res;
-  typename ResidualOf<T>::type* rel_res;
+  StateView<T, typename ResidualOf<T>::type> s;
+  const int64_t* step;  // read only here; launch_advance_counter advances it
   int64_t n;
-  BlockStepParamsPOD p;
+  BlockStepParams p;
 };
 
-// ---- the noise stream of block_step.standard_normal_ref ----
-__device__ __forceinline__ uint32_t lowbias32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
+// ---- the noise stream of block_step.standard_normal_ref (lowbias32, noise_key: common/) ----
 
 __device__ __forceinline__ float uniform(uint32_t counter, uint32_t key) {
   const uint32_t h = lowbias32(lowbias32(counter) ^ key);
@@ -106,12 +98,11 @@ template <typename T, bool NOISE>
 __global__ void __launch_bounds__(kMaxThreads) block_step_kernel(KernelArgs<T> a) {
   using E = Elem<T>;
   using W = typename E::W;
-  using R = typename ResidualOf<T>::type;
   // Elements a thread loads before it stores: memory-level parallelism for the noiseless
   // (bandwidth-bound) step; the noisy one is bound by the double log/cos.
   constexpr int kUnroll = NOISE ? 2 : 8;
   const int64_t b = blockIdx.x;
-  if (!a.active[b]) return;  // the same for the whole block
+  if (!a.s.active[b]) return;  // the same for the whole block
   const int64_t n = a.n;
   const T* z = a.z + b * n;  // z_next may alias it: no __restrict__ / read-only loads
   const T* f = a.f_out + b * n;
@@ -119,7 +110,7 @@ __global__ void __launch_bounds__(kMaxThreads) block_step_kernel(KernelArgs<T> a
   // Scalars rounded to W once, as PyTorch does with a Python scalar times a W tensor.
   const W keep = W(1.0 - a.p.damping), lam = W(a.p.damping), sig = W(a.p.sigma);
   const uint32_t flat0 = static_cast<uint32_t>(b * n);  // flat index mod 2^32
-  const uint32_t key = a.p.key;
+  const uint32_t key = noise_key(a.p.seed, *a.step + 1);
   const int64_t stride = blockDim.x;
 
   double dd = 0.0, qq = 0.0;
@@ -168,55 +159,60 @@ __global__ void __launch_bounds__(kMaxThreads) block_step_kernel(KernelArgs<T> a
       sd += s_part[w][0];
       sq += s_part[w][1];
     }
-    const double absv = sqrt(sd);
-    const double nrm = sqrt(sq);
-    const double rel = absv / (nrm + kRelEps);
-    a.nstep[b] += 1;
-    a.abs_res[b] = R(absv);
-    a.rel_res[b] = R(rel);
-    if (!isfinite(absv) || !isfinite(nrm)) {
-      a.diverged[b] = true;
-      a.active[b] = false;
-    } else if ((a.p.stop_rel ? rel : absv) < a.p.tol) {
-      a.converged[b] = true;
-      a.active[b] = false;
-    }
+    finish_sample<false>(a.s, b, sqrt(sd), sqrt(sq), a.p.stop_rel, a.p.tol);
   }
 }
+
+__global__ void advance_counter_kernel(int64_t* counter) { *counter += 1; }
 
 }  // namespace
 
 template <typename T>
-cudaError_t launch_block_step(const T* z, const T* f_out, T* z_next, bool* active,
-                              bool* converged, bool* diverged, int32_t* nstep,
-                              typename ResidualOf<T>::type* abs_res,
-                              typename ResidualOf<T>::type* rel_res, int64_t B, int64_t n,
-                              BlockStepParamsPOD p, cudaStream_t stream) {
+cudaError_t launch_block_step(const T* z, const T* f_out, T* z_next,
+                              StateView<T, typename ResidualOf<T>::type> s, int64_t* step,
+                              int64_t B, int64_t n, BlockStepParams p, cudaStream_t stream) {
   if (B < 0 || n < 0 || B > 0x7fffffffLL) return cudaErrorInvalidValue;
-  if (B == 0) return cudaSuccess;
-  const KernelArgs<T> args{z, f_out, z_next, active, converged, diverged, nstep,
-                           abs_res, rel_res, n, p};
-  // Whole warps only (the reductions shuffle with a full mask); small n gets a small block.
-  const int threads = n >= kMaxThreads ? kMaxThreads : static_cast<int>(((n + 31) / 32) * 32);
-  const dim3 grid(static_cast<unsigned>(B));
-  const dim3 block(threads > 0 ? threads : 32);
-  if (p.sigma != 0.0)  // sigma == 0: the reference adds no noise term at all
-    block_step_kernel<T, true><<<grid, block, 0, stream>>>(args);
-  else
-    block_step_kernel<T, false><<<grid, block, 0, stream>>>(args);
+  if (B > 0) {
+    const KernelArgs<T> args{z, f_out, z_next, s, step, n, p};
+    // Whole warps only (the reductions shuffle with a full mask); small n gets a small block.
+    const int threads = n >= kMaxThreads ? kMaxThreads : static_cast<int>(((n + 31) / 32) * 32);
+    const dim3 grid(static_cast<unsigned>(B));
+    const dim3 block(threads > 0 ? threads : 32);
+    if (p.sigma != 0.0)  // sigma == 0: the reference adds no noise term at all
+      block_step_kernel<T, true><<<grid, block, 0, stream>>>(args);
+    else
+      block_step_kernel<T, false><<<grid, block, 0, stream>>>(args);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return launch_advance_counter(step, stream);  // every update advances the stream, B = 0 too
+}
+
+cudaError_t launch_advance_counter(int64_t* counter, cudaStream_t stream) {
+  advance_counter_kernel<<<1, 1, 0, stream>>>(counter);
   return cudaGetLastError();
 }
 
-template cudaError_t launch_block_step<float>(const float*, const float*, float*, bool*, bool*,
-                                              bool*, int32_t*, float*, float*, int64_t, int64_t,
-                                              BlockStepParamsPOD, cudaStream_t);
-template cudaError_t launch_block_step<double>(const double*, const double*, double*, bool*,
-                                               bool*, bool*, int32_t*, double*, double*, int64_t,
-                                               int64_t, BlockStepParamsPOD, cudaStream_t);
-template cudaError_t launch_block_step<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
-                                                      __nv_bfloat16*, bool*, bool*, bool*,
-                                                      int32_t*, float*, float*, int64_t, int64_t,
-                                                      BlockStepParamsPOD, cudaStream_t);
+void compiled_constants(double out[6]) {
+  out[0] = kRelEps;
+  out[1] = kCholPivotRtol;
+  out[2] = kMaxHistory;
+  out[3] = kHashMul0;
+  out[4] = kHashMul1;
+  out[5] = kNoiseStepOffset;
+}
+
+template cudaError_t launch_block_step<float>(const float*, const float*, float*,
+                                              StateView<float, float>, int64_t*, int64_t,
+                                              int64_t, BlockStepParams, cudaStream_t);
+template cudaError_t launch_block_step<double>(const double*, const double*, double*,
+                                               StateView<double, double>, int64_t*, int64_t,
+                                               int64_t, BlockStepParams, cudaStream_t);
+template cudaError_t launch_block_step<__nv_bfloat16>(const __nv_bfloat16*,
+                                                      const __nv_bfloat16*, __nv_bfloat16*,
+                                                      StateView<__nv_bfloat16, float>, int64_t*,
+                                                      int64_t, int64_t, BlockStepParams,
+                                                      cudaStream_t);
 
 }  // namespace cuda
 }  // namespace eqk

@@ -6,17 +6,10 @@
 
 #include <cstdint>
 
+#include "../common/kernel_common.h"
+
 namespace eqk {
 namespace cuda {
-
-// Plain-old-data copy of eqk::BlockStepParams (that one lives in a torch header).
-struct BlockStepParamsPOD {
-  double damping;
-  double sigma;   // 0: no noise term at all
-  uint32_t key;   // noise key (block_step.noise_key)
-  double tol;
-  bool stop_rel;  // stop on the relative residual instead of the absolute one
-};
 
 // Residual dtype for state of dtype T: double for double, float otherwise.
 template <typename T>
@@ -29,26 +22,34 @@ struct ResidualOf<double> {
 };
 
 // One block-step epilogue over B samples of size n, on `stream`. All arrays are contiguous
-// device memory: z, f_out, z_next (B, n); the rest (B,). z_next may be z. Returns the launch
-// error (cudaSuccess if none); cudaErrorInvalidValue for a negative size or B >= 2^31.
+// device memory: z, f_out, z_next (B, n); the state (B,); step (1,) int64, the noise step
+// counter: this call draws the noise of key noise_key(p.seed, *step + 1) and then stores
+// *step + 1 (a second, one-thread launch, after every block has read it). z_next may be z.
+// Nothing here reads device memory on the host, so the launches can be captured in a CUDA
+// graph. Returns the first launch error (cudaSuccess if none); cudaErrorInvalidValue for a
+// negative size or B >= 2^31.
 template <typename T>
-cudaError_t launch_block_step(const T* z, const T* f_out, T* z_next, bool* active,
-                              bool* converged, bool* diverged, int32_t* nstep,
-                              typename ResidualOf<T>::type* abs_res,
-                              typename ResidualOf<T>::type* rel_res, int64_t B, int64_t n,
-                              BlockStepParamsPOD p, cudaStream_t stream);
+cudaError_t launch_block_step(const T* z, const T* f_out, T* z_next,
+                              StateView<T, typename ResidualOf<T>::type> s, int64_t* step,
+                              int64_t B, int64_t n, BlockStepParams p, cudaStream_t stream);
 
-extern template cudaError_t launch_block_step<float>(const float*, const float*, float*, bool*,
-                                                     bool*, bool*, int32_t*, float*, float*,
-                                                     int64_t, int64_t, BlockStepParamsPOD,
-                                                     cudaStream_t);
+// Adds 1 to *counter (one thread), on `stream`.
+cudaError_t launch_advance_counter(int64_t* counter, cudaStream_t stream);
+
+// The shared constants as nvcc compiled them (the layout of eqkernels/ops/constants.ALL):
+// REL_EPS, CHOL_PIVOT_RTOL, MAX_HISTORY, HASH_MUL0, HASH_MUL1, NOISE_STEP_OFFSET.
+void compiled_constants(double out[6]);
+
+extern template cudaError_t launch_block_step<float>(const float*, const float*, float*,
+                                                     StateView<float, float>, int64_t*, int64_t,
+                                                     int64_t, BlockStepParams, cudaStream_t);
 extern template cudaError_t launch_block_step<double>(const double*, const double*, double*,
-                                                      bool*, bool*, bool*, int32_t*, double*,
-                                                      double*, int64_t, int64_t,
-                                                      BlockStepParamsPOD, cudaStream_t);
+                                                      StateView<double, double>, int64_t*,
+                                                      int64_t, int64_t, BlockStepParams,
+                                                      cudaStream_t);
 extern template cudaError_t launch_block_step<__nv_bfloat16>(
-    const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, bool*, bool*, bool*, int32_t*,
-    float*, float*, int64_t, int64_t, BlockStepParamsPOD, cudaStream_t);
+    const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, StateView<__nv_bfloat16, float>,
+    int64_t*, int64_t, int64_t, BlockStepParams, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace eqk

@@ -18,6 +18,12 @@ One call advances every active sample of an Anderson solve by one step:
 
 Frozen samples (inactive at entry, or converged/diverged this step) have z_out,
 their history and Gram rows left untouched. z_out may be z itself (in place).
+
+The op is a torch.library op (schema: csrc/ops/anderson_mix.cpp; mutated arguments marked):
+torch.ops.eqk.anderson_step runs the C++ kernel on CPU tensors and the CUDA one on CUDA
+tensors; torch.ops.eqk.anderson_step_triton is the same schema on the Triton kernel.
+`anderson_step` below is the dispatcher: one argument check for every backend, then the
+backend.
 """
 from __future__ import annotations
 
@@ -26,11 +32,12 @@ from dataclasses import dataclass
 import torch
 
 from eqkernels import _backends
+from eqkernels.ops import _checks
+from eqkernels.ops.constants import CHOL_PIVOT_RTOL, MAX_HISTORY
 from eqkernels.ops.tracking import SolveState, best_metric_of, track_residual_ref
 
-# A Cholesky pivot at or below this fraction of the largest diagonal entry marks
-# the small system as ill-conditioned; every backend uses this one number.
-CHOL_PIVOT_RTOL = 1e-12
+__all__ = ["AndersonHistory", "CHOL_PIVOT_RTOL", "MAX_HISTORY", "anderson_step",
+           "anderson_step_ref", "check_args", "resolve_anderson_step"]
 
 
 @dataclass
@@ -115,36 +122,50 @@ def _solve_mixing_weights(gram, k, lam):
     return torch.where(failed[:, None], torch.zeros_like(alpha), alpha), failed
 
 
-def _anderson_step_triton(z, fz, z_out, state, hist, **params):
-    from eqkernels.ops.triton.anderson_mix import anderson_step_triton
-    anderson_step_triton(z, fz, z_out, state, hist, **params)
+def check_args(z, fz, z_out, state: SolveState, hist: AndersonHistory) -> None:
+    """The op's argument check (the C++ op's, word for word: csrc/ops/anderson_mix.cpp)."""
+    _checks.anderson_step(z, fz, z_out, state.active, state.converged, state.diverged,
+                          state.nstep, state.abs_res, state.rel_res, state.best_abs,
+                          state.best_rel, state.best_z, hist.X, hist.G, hist.gram, hist.count,
+                          MAX_HISTORY)
 
 
-def _anderson_step_compiled(z, fz, z_out, state, hist, *, tol, stop_mode, beta, lam,
-                            restart_growth):
-    # "cpp" and "cuda" are both served by the compiled extension, by device. The CPU
-    # kernel also counts the samples still active (-1 from CUDA: that would be a sync).
-    n_active = _backends.extension().anderson_step(
-        z, fz, z_out, state.active, state.converged, state.diverged, state.nstep,
-        state.abs_res, state.rel_res, state.best_abs, state.best_rel, state.best_z,
-        hist.X, hist.G, hist.gram, hist.count,
-        float(tol), stop_mode == "rel", float(beta), float(lam), float(restart_growth))
-    return n_active if n_active >= 0 else None
+def _reference(z, fz, z_out, state, hist, **params):
+    check_args(z, fz, z_out, state, hist)
+    anderson_step_ref(z, fz, z_out, state, hist, **params)
 
 
-_IMPLEMENTATIONS = {"reference": anderson_step_ref, "triton": _anderson_step_triton,
-                    "cpp": _anderson_step_compiled, "cuda": _anderson_step_compiled}
+def _call_op(op, z, fz, z_out, state, hist, *, tol, stop_mode, beta, lam, restart_growth):
+    op(z, fz, z_out, state.active, state.converged, state.diverged, state.nstep,
+       state.abs_res, state.rel_res, state.best_abs, state.best_rel, state.best_z,
+       hist.X, hist.G, hist.gram, hist.count,
+       float(tol), stop_mode == "rel", float(beta), float(lam), float(restart_growth))
+
+
+def _compiled(z, fz, z_out, state, hist, **params):
+    # "cpp" and "cuda": torch.ops.eqk.anderson_step, by device; it checks its arguments
+    # itself (it can be called directly), with the same messages.
+    _call_op(torch.ops.eqk.anderson_step, z, fz, z_out, state, hist, **params)
+
+
+def _triton(z, fz, z_out, state, hist, **params):
+    from eqkernels.ops.triton.anderson_mix import anderson_step_triton_op
+    _call_op(anderson_step_triton_op(), z, fz, z_out, state, hist, **params)
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "triton": _triton, "cpp": _compiled,
+                    "cuda": _compiled}
 
 
 def resolve_anderson_step(device: torch.device, backend: str = "auto"):
     """(backend name, step function) for tensors on `device`; resolve once per solve.
 
     backend: "auto" (fastest available for the device), "reference", "cpp", "triton", "cuda".
-    The function has anderson_step_ref's signature; it returns the number of samples
-    still active after the step where the backend knows it for free (C++ CPU), else None.
+    The function has anderson_step_ref's signature and returns None (the samples still
+    active are read from state.active, on the device).
     """
     name = _backends.pick("anderson_step", device, backend)
-    return name, _IMPLEMENTATIONS[name]
+    return name, _backends.with_fallback("anderson_step", name, _IMPLEMENTATIONS)
 
 
 def anderson_step(z, fz, z_out, state: SolveState, hist: AndersonHistory, *,

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-# Added to ||f(z)|| in the relative residual so a zero image cannot divide by zero
-# (the same constant torchdeq uses, so stopping decisions agree).
-REL_EPS = 1e-9
+from eqkernels.ops.constants import REL_EPS  # noqa: F401  (re-exported: tracking.REL_EPS)
 
 STOP_MODES = ("abs", "rel")
 

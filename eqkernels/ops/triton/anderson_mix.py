@@ -11,23 +11,35 @@ so the small per-sample work is shared) and runs, per sample:
 Tiles are (sample b, history slot i, column) or (sample b, slot i, slot j).
 Runs compiled on CUDA tensors, or under TRITON_INTERPRET=1 on CPU tensors.
 
+Tile budget: BLOCK_B is capped by the history tile (BLOCK_B, M_PAD, BLOCK_N) *and* by the
+Gram / Cholesky tiles (BLOCK_B, M_PAD, M_PAD), which for small n would otherwise grow without
+bound (B = 1024, m = 16, n = 4 spilled 34 KB on sm_90). Launches run under the tensors' device,
+with fp fusion off (see ops/triton/block_step.py), 64-bit column offsets.
+The op: `anderson_step_triton_op()`, eqk::anderson_step_triton, eqk::anderson_step's schema.
+
 Interpreter (triton 3.9) pitfalls avoided below: `~` on booleans is mistyped (we
 compare with 0 instead), and so is a *scalar* comparison broadcast into a block
 (every per-sample flag here is a (BLOCK_B,) vector, never a scalar).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from eqkernels.ops.anderson_mix import CHOL_PIVOT_RTOL
-from eqkernels.ops.tracking import REL_EPS, STOP_MODES
+from eqkernels.ops import _checks
+from eqkernels.ops.constants import CHOL_PIVOT_RTOL, MAX_HISTORY, REL_EPS
+from eqkernels.ops.triton.block_step import LAUNCH_OPTIONS, _offsets, launch_guard
 
 # Elements of one (BLOCK_B, M_PAD, BLOCK_N) history tile. On a GPU this bounds the
 # float64 partial sums a program keeps in registers (~16 doubles a thread at 4 warps);
 # the interpreter pays per operation, not per element, so it takes big tiles.
 _TILE_ELEMS_GPU = 2048
+# Elements of one (BLOCK_B, M_PAD, M_PAD) float64 Gram / Cholesky tile on a GPU (H, L, A and
+# their temporaries are live at once): 256 keeps the m = 16 solve at BLOCK_B = 1.
+_GRAM_ELEMS_GPU = 256
 _TILE_ELEMS_INTERPRETED = 1 << 17
 _MAX_BLOCK_N_INTERPRETED = 1024
 _NUM_WARPS = 4
@@ -76,13 +88,13 @@ def _anderson_step_kernel(
     for start in range(0, n, BLOCK_N):
         cols = (start + col_idx)[None, :]
         cmask = act[:, None] & (cols < n)
-        zv = tl.load(z_ptr + rows64[:, None] * stride_zb + cols * stride_zn, mask=cmask, other=0.0)
-        fv = tl.load(fz_ptr + rows64[:, None] * stride_fb + cols * stride_fn, mask=cmask, other=0.0)
+        zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn), mask=cmask, other=0.0)
+        fv = tl.load(fz_ptr + _offsets(rows64, cols, stride_fb, stride_fn), mask=cmask, other=0.0)
         g64 = (fv - zv).to(tl.float64)  # the residual is formed in T, like the reference
         f64 = fv.to(tl.float64)
         gg_acc += g64 * g64
         ff_acc += f64 * f64
-        Gt = tl.load(G_ptr + hist_row[:, :, None] + cols[:, None, :],
+        Gt = tl.load(G_ptr + hist_row[:, :, None] + cols.to(tl.int64)[:, None, :],
                      mask=old_valid[:, :, None] & cmask[:, None, :], other=0.0)
         dot_acc += Gt.to(tl.float64) * g64[:, None, :]
     gg = tl.sum(gg_acc, axis=1)
@@ -198,88 +210,97 @@ def _anderson_step_kernel(
         for start in range(0, n, BLOCK_N):
             cols = (start + col_idx)[None, :]
             in_n = cols < n
-            zv = tl.load(z_ptr + rows64[:, None] * stride_zb + cols * stride_zn,
+            zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn),
                          mask=need[:, None] & in_n, other=0.0)
-            tl.store(best_z_ptr + rows64[:, None] * stride_bb + cols * stride_bn, zv,
+            tl.store(best_z_ptr + _offsets(rows64, cols, stride_bb, stride_bn), zv,
                      mask=improved[:, None] & in_n)
             lmask = live[:, None] & in_n
-            g = tl.load(fz_ptr + rows64[:, None] * stride_fb + cols * stride_fn,
+            g = tl.load(fz_ptr + _offsets(rows64, cols, stride_fb, stride_fn),
                         mask=lmask, other=0.0) - zv
             hist_mask = read_hist[:, :, None] & in_n[:, None, :]
-            hist_off = hist_row[:, :, None] + cols[:, None, :]
+            hist_off = hist_row[:, :, None] + cols.to(tl.int64)[:, None, :]
             Xt = tl.load(X_ptr + hist_off, mask=hist_mask, other=0.0)
             Gt = tl.load(G_ptr + hist_off, mask=hist_mask, other=0.0)
             Xt = tl.where(is_slot[:, :, None], zv[:, None, :], Xt)
             Gt = tl.where(is_slot[:, :, None], g[:, None, :], Gt)
             mixed = tl.sum(alpha[:, :, None] * (Xt.to(tl.float64) + beta * Gt.to(tl.float64)),
                            axis=1)
-            tl.store(X_ptr + new_row[:, None] + cols, zv, mask=lmask)
-            tl.store(G_ptr + new_row[:, None] + cols, g, mask=lmask)
+            tl.store(X_ptr + new_row[:, None] + cols.to(tl.int64), zv, mask=lmask)
+            tl.store(G_ptr + new_row[:, None] + cols.to(tl.int64), g, mask=lmask)
             # z_out may alias z: every thread's loads of this chunk must be done
             # before any thread overwrites it (threads may hold other elements).
             tl.debug_barrier()
-            tl.store(out_ptr + rows64[:, None] * stride_ob + cols * stride_on, mixed.to(T),
+            tl.store(out_ptr + _offsets(rows64, cols, stride_ob, stride_on), mixed.to(T),
                      mask=lmask)
 
 
-def _check(name, t, shape, dtype):
-    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
-        raise ValueError(f"{name}: expected shape {tuple(shape)} and dtype {dtype}, "
-                         f"got {tuple(t.shape)} {t.dtype}")
-
-
 def _block_sizes(B, n, M_PAD, interpreted):
-    """(BLOCK_B, BLOCK_N): one sample per program on wide rows, several on short ones."""
+    """(BLOCK_B, BLOCK_N): one sample per program on wide rows, several on short ones, as many
+    as both the history tile and (on a GPU) the Gram tile budgets allow."""
     budget = _TILE_ELEMS_INTERPRETED if interpreted else _TILE_ELEMS_GPU
     cap_n = _MAX_BLOCK_N_INTERPRETED if interpreted else budget // M_PAD
     BLOCK_N = min(triton.next_power_of_2(max(n, 1)), max(cap_n, 16))
-    BLOCK_B = min(triton.next_power_of_2(B), max(budget // (M_PAD * BLOCK_N), 1))
+    cap_b = max(budget // (M_PAD * BLOCK_N), 1)
+    if not interpreted:
+        cap_b = min(cap_b, max(_GRAM_ELEMS_GPU // (M_PAD * M_PAD), 1))
+    BLOCK_B = min(triton.next_power_of_2(B), cap_b)
     return BLOCK_B, BLOCK_N
 
 
-def anderson_step_triton(z, fz, z_out, state, hist, *, tol: float, stop_mode: str, beta: float,
-                         lam: float, restart_growth: float) -> None:
-    """Fused Anderson step in Triton, in place on z_out, state and hist (see anderson_mix.py)."""
-    if stop_mode not in STOP_MODES:
-        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
-    if z.dim() != 2 or z.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"z must be a (B, n) float32/float64 tensor, got "
-                         f"{tuple(z.shape)} {z.dtype}")
+def kernel_config(B: int, n: int, m: int, stop_rel: bool, interpreted: bool = False) -> dict:
+    """The constexprs and num_warps one launch uses (scripts/triton_aot.py compiles these)."""
+    M_PAD = triton.next_power_of_2(m)
+    BLOCK_B, BLOCK_N = _block_sizes(B, n, M_PAD, interpreted)
+    return dict(REL_MODE=bool(stop_rel), M=m, M_PAD=M_PAD, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N,
+                num_warps=_NUM_WARPS)
+
+
+_SCHEMA = ("(Tensor z, Tensor fz, Tensor(a!) z_out, Tensor(b!) active, Tensor(c!) converged, "
+           "Tensor(d!) diverged, Tensor(e!) nstep, Tensor(f!) abs_res, Tensor(g!) rel_res, "
+           "Tensor(h!) best_abs, Tensor(i!) best_rel, Tensor(j!) best_z, Tensor(k!) X, "
+           "Tensor(l!) G, Tensor(m!) gram, Tensor(n!) count, float tol, bool stop_rel, "
+           "float beta, float lam, float restart_growth) -> ()")  # eqk::anderson_step's
+
+
+Tensor = torch.Tensor
+
+
+def anderson_step_triton(z: Tensor, fz: Tensor, z_out: Tensor, active: Tensor,
+                         converged: Tensor, diverged: Tensor, nstep: Tensor, abs_res: Tensor,
+                         rel_res: Tensor, best_abs: Tensor, best_rel: Tensor, best_z: Tensor,
+                         X: Tensor, G: Tensor, gram: Tensor, count: Tensor, tol: float,
+                         stop_rel: bool, beta: float, lam: float, restart_growth: float) -> None:
+    """Fused Anderson step in Triton, in place on z_out, the state and history (see
+    anderson_mix.py; the arguments of eqk::anderson_step)."""
+    _checks.anderson_step(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+                          best_abs, best_rel, best_z, X, G, gram, count, MAX_HISTORY)
     B, n = z.shape
-    m = hist.m
-    T = z.dtype
-    for name, t in (("fz", fz), ("z_out", z_out), ("best_z", state.best_z)):
-        _check(name, t, (B, n), T)
-    for name in ("active", "converged", "diverged"):
-        _check(name, getattr(state, name), (B,), torch.bool)
-    _check("nstep", state.nstep, (B,), torch.int32)
-    _check("count", hist.count, (B,), torch.int32)
-    for name in ("abs_res", "rel_res", "best_abs", "best_rel"):
-        _check(name, getattr(state, name), (B,), T)
-    _check("X", hist.X, (B, m, n), T)
-    _check("G", hist.G, (B, m, n), T)
-    _check("gram", hist.gram, (B, m, m), torch.float64)
-    # Updated in place, so they cannot be made contiguous by copying.
-    flat = (state.active, state.converged, state.diverged, state.nstep, state.abs_res,
-            state.rel_res, state.best_abs, state.best_rel, hist.X, hist.G, hist.gram, hist.count)
-    if not all(t.is_contiguous() for t in flat):
-        raise ValueError("anderson_step_triton: solver state and history must be contiguous")
     if B == 0:
         return
+    cfg = kernel_config(B, n, X.shape[1], stop_rel, interpreted=z.device.type == "cpu")
+    kernel = torch.library.wrap_triton(_anderson_step_kernel)
+    options = {} if torch.compiler.is_compiling() else LAUNCH_OPTIONS
+    with launch_guard(z.device):
+        kernel[(triton.cdiv(B, cfg["BLOCK_B"]),)](
+            z, fz, z_out, best_z,
+            active, converged, diverged,
+            nstep, count,
+            abs_res, rel_res, best_abs, best_rel,
+            X, G, gram,
+            B, n,
+            z.stride(0), z.stride(1), fz.stride(0), fz.stride(1),
+            z_out.stride(0), z_out.stride(1), best_z.stride(0), best_z.stride(1),
+            float(tol), float(beta), float(lam), float(restart_growth),
+            float(REL_EPS), float(CHOL_PIVOT_RTOL),
+            **cfg, **options,
+        )
 
-    M_PAD = triton.next_power_of_2(m)
-    BLOCK_B, BLOCK_N = _block_sizes(B, n, M_PAD, interpreted=z.device.type == "cpu")
-    _anderson_step_kernel[(triton.cdiv(B, BLOCK_B),)](
-        z, fz, z_out, state.best_z,
-        state.active, state.converged, state.diverged,
-        state.nstep, hist.count,
-        state.abs_res, state.rel_res, state.best_abs, state.best_rel,
-        hist.X, hist.G, hist.gram,
-        B, n,
-        z.stride(0), z.stride(1), fz.stride(0), fz.stride(1),
-        z_out.stride(0), z_out.stride(1), state.best_z.stride(0), state.best_z.stride(1),
-        float(tol), float(beta), float(lam), float(restart_growth),
-        float(REL_EPS), float(CHOL_PIVOT_RTOL),
-        REL_MODE=stop_mode == "rel", M=m, M_PAD=M_PAD, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N,
-        num_warps=_NUM_WARPS,
-    )
+
+@functools.lru_cache(maxsize=None)
+def anderson_step_triton_op():
+    """torch.ops.eqk.anderson_step_triton (registered on first use): anderson_step_triton as
+    a torch.library.triton_op with eqk::anderson_step's schema."""
+    return torch.library.triton_op(
+        "eqk::anderson_step_triton", anderson_step_triton, schema=_SCHEMA,
+        mutates_args=("z_out", "active", "converged", "diverged", "nstep", "abs_res",
+                      "rel_res", "best_abs", "best_rel", "best_z", "X", "G", "gram", "count"))

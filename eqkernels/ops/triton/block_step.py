@@ -10,6 +10,16 @@ residuals and the halting flags. eps is the counter-based stream of the referenc
 (lowbias32 hashes in uint32, Box-Muller in float32), so every backend draws it alike.
 Runs compiled on CUDA tensors, or under TRITON_INTERPRET=1 on CPU tensors.
 
+The noise key is derived in the kernel from the step counter tensor (noise_key(seed,
+step + 1)); the op then advances the counter with a torch op, after the kernel, on the same
+stream: no host read, so a CUDA graph of K updates draws K different noise fields.
+Launches run under the tensors' device (torch.cuda.device), with fp fusion off
+(enable_fp_fusion=False: no c_z*z + c_f*f or new + sigma*eps contracted into an FMA, so the
+noiseless step rounds as the reference's separate mul/add; inside torch.compile, which does
+not forward that launch option, the compiled kernel may contract them: agreement then is to
+an ulp of the update, not bitwise). Column offsets are 64-bit (cols * stride_n may pass 2**31).
+The op: `block_step_triton_op()`, eqk::block_step_triton, eqk::block_step's schema.
+
 Interpreter (triton 3.9) pitfalls avoided below: `~` on booleans is mistyped (we
 compare with 0 instead), and so is a *scalar* comparison broadcast into a block
 (every per-sample flag here is a (BLOCK_B,) vector, never a scalar); float32 ->
@@ -21,13 +31,18 @@ log/cos, which differ from PyTorch's CPU ones in the last bit or two of some eps
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from eqkernels.ops.block_step import _HASH_MUL, _MASK32, STATE_DTYPES, residual_dtype
-from eqkernels.ops.tracking import REL_EPS, STOP_MODES
+from eqkernels.ops import _checks
+from eqkernels.ops.constants import HASH_MUL as _HASH_MUL
+from eqkernels.ops.constants import MASK32 as _MASK32
+from eqkernels.ops.constants import NOISE_STEP_OFFSET, REL_EPS
 
 # Elements of one (BLOCK_B, BLOCK_N) tile. On a GPU this bounds the two float64
 # partial sums and the noise temporaries a program keeps in registers: 4 elements a
@@ -37,8 +52,31 @@ _TILE_ELEMS_GPU = 1024
 _TILE_ELEMS_INTERPRETED = 1 << 16
 _MAX_BLOCK_N_INTERPRETED = 4096
 _NUM_WARPS = 8
-_HASH_MUL0 = tl.constexpr(_HASH_MUL[0])  # lowbias32's multipliers, from the reference
+_HASH_MUL0 = tl.constexpr(_HASH_MUL[0])  # lowbias32's multipliers (ops/constants.py)
 _HASH_MUL1 = tl.constexpr(_HASH_MUL[1])
+_STEP_OFFSET = tl.constexpr(NOISE_STEP_OFFSET)
+# Launch options the spec's bit parity needs (see the module docstring).
+LAUNCH_OPTIONS = dict(enable_fp_fusion=False)
+
+
+def launch_guard(device: torch.device):
+    """Context that makes `device` current for a launch (Triton launches on the current
+    device's stream, whatever the tensors' device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@triton.jit
+def _offsets(rows64, cols, stride_b, stride_n):
+    """(BLOCK_B, BLOCK_N) element offsets rows * stride_b + cols * stride_n in int64: a
+    column term (n - 1) * stride_n may pass 2**31 even where stride_n fits int32."""
+    return rows64[:, None] * stride_b + cols.to(tl.int64) * stride_n
+
+
+@triton.jit
+def _noise_key(seed, step):
+    """block_step.noise_key(seed, step) for a uint32 seed and an int64 step."""
+    s = step.to(tl.uint32) + tl.full([], _STEP_OFFSET, tl.uint32)
+    return _lowbias32(_lowbias32(seed) ^ _lowbias32(s))
 
 
 @triton.jit
@@ -79,15 +117,16 @@ def _to_bf16_rne(x):
     return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
-@triton.jit(do_not_specialize=["key"])
+@triton.jit(do_not_specialize=["seed"])
 def _block_step_kernel(
     z_ptr, f_ptr, out_ptr,                        # (B, n) data dtype T, strided
     active_ptr, converged_ptr, diverged_ptr,      # (B,) bool
     nstep_ptr,                                    # (B,) int32
     abs_res_ptr, rel_res_ptr,                     # (B,) residual dtype R
+    step_ptr,                                     # (1,) int64 step counter (read only here)
     B, n,
     stride_zb, stride_zn, stride_fb, stride_fn, stride_ob, stride_on,
-    key,                                          # noise key, < 2**32 (may arrive as int64)
+    seed,                                         # run seed mod 2**32 (may arrive as int64)
     # float64 annotations: an unannotated Python float would arrive as fp32
     c_z: tl.float64, c_f: tl.float64, sigma: tl.float64, tol: tl.float64,
     rel_eps: tl.float64,
@@ -112,7 +151,7 @@ def _block_step_kernel(
     cz = tl.full([], c_z, W)
     cf = tl.full([], c_f, W)
     sig = tl.full([], sigma, W)
-    key32 = key.to(tl.uint32)
+    key32 = _noise_key(seed.to(tl.uint32), tl.load(step_ptr) + 1)
 
     # Lane-wise partial sums of (T(new) - z)^2 and T(new)^2, reduced once after the loop.
     dd_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
@@ -120,8 +159,8 @@ def _block_step_kernel(
     for start in range(0, n, BLOCK_N):
         cols = (start + col_idx)[None, :]
         cmask = act[:, None] & (cols < n)
-        zv = tl.load(z_ptr + rows64[:, None] * stride_zb + cols * stride_zn, mask=cmask, other=0.0)
-        fv = tl.load(f_ptr + rows64[:, None] * stride_fb + cols * stride_fn, mask=cmask, other=0.0)
+        zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn), mask=cmask, other=0.0)
+        fv = tl.load(f_ptr + _offsets(rows64, cols, stride_fb, stride_fn), mask=cmask, other=0.0)
         new = cz * zv.to(W) + cf * fv.to(W)
         if HAS_NOISE:
             # Counter of element (b, i) in the flattened (B, n) tensor, mod 2**32.
@@ -136,7 +175,7 @@ def _block_step_kernel(
         # z_next may alias z: every thread's loads of this chunk must be done before any
         # thread overwrites it (the store's layout need not match the loads').
         tl.debug_barrier()
-        tl.store(out_ptr + rows64[:, None] * stride_ob + cols * stride_on, new_t, mask=cmask)
+        tl.store(out_ptr + _offsets(rows64, cols, stride_ob, stride_on), new_t, mask=cmask)
         q64 = new_t.to(tl.float64)
         d64 = q64 - zv.to(tl.float64)
         dd_acc += tl.where(cmask, d64 * d64, 0.0)
@@ -166,12 +205,6 @@ def _block_step_kernel(
     tl.store(active_ptr + rows, 0, mask=act & ((finite == 0) | done))
 
 
-def _check(name, t, shape, dtype):
-    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
-        raise ValueError(f"{name}: expected shape {tuple(shape)} and dtype {dtype}, "
-                         f"got {tuple(t.shape)} {t.dtype}")
-
-
 def _block_sizes(B, n, interpreted):
     """(BLOCK_B, BLOCK_N): one sample per program on wide rows, several on short ones."""
     budget = _TILE_ELEMS_INTERPRETED if interpreted else _TILE_ELEMS_GPU
@@ -181,48 +214,55 @@ def _block_sizes(B, n, interpreted):
     return BLOCK_B, BLOCK_N
 
 
-def block_step_triton(z, f_out, z_next, state, *, damping: float, sigma: float, key: int,
-                      tol: float, stop_mode: str) -> None:
-    """Fused block-step epilogue in Triton, in place on z_next and state (see block_step.py).
-
-    z, f_out, z_next: (B, n) of one dtype in STATE_DTYPES, any strides (z_next may alias z);
-    state.active/converged/diverged: (B,) bool, nstep: (B,) int32, abs_res/rel_res: (B,)
-    residual_dtype(z.dtype), all contiguous.
-    """
-    if stop_mode not in STOP_MODES:
-        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
-    if z.dim() != 2 or z.dtype not in STATE_DTYPES:
-        raise ValueError(f"z must be a (B, n) tensor of dtype in {STATE_DTYPES}, got "
-                         f"{tuple(z.shape)} {z.dtype}")
-    B, n = z.shape
-    T = z.dtype
-    for name, t in (("f_out", f_out), ("z_next", z_next)):
-        _check(name, t, (B, n), T)
-    for name in ("active", "converged", "diverged"):
-        _check(f"state.{name}", getattr(state, name), (B,), torch.bool)
-    _check("state.nstep", state.nstep, (B,), torch.int32)
-    for name in ("abs_res", "rel_res"):
-        _check(f"state.{name}", getattr(state, name), (B,), residual_dtype(T))
-    # Updated in place, so they cannot be made contiguous by copying.
-    for name in ("active", "converged", "diverged", "nstep", "abs_res", "rel_res"):
-        if not getattr(state, name).is_contiguous():
-            raise ValueError(f"state.{name} must be contiguous")
-    if B == 0:
-        return
-
-    interpreted = z.device.type == "cpu"
+def kernel_config(B: int, n: int, dtype: torch.dtype, sigma: float, stop_rel: bool,
+                  interpreted: bool = False) -> dict:
+    """The constexprs and num_warps one launch uses (scripts/triton_aot.py compiles these)."""
     BLOCK_B, BLOCK_N = _block_sizes(B, n, interpreted)
-    _block_step_kernel[(triton.cdiv(B, BLOCK_B),)](
-        z, f_out, z_next,
-        state.active, state.converged, state.diverged, state.nstep,
-        state.abs_res, state.rel_res,
-        B, n,
-        z.stride(0), z.stride(1), f_out.stride(0), f_out.stride(1),
-        z_next.stride(0), z_next.stride(1),
-        int(key) & _MASK32,
-        1.0 - float(damping), float(damping), float(sigma), float(tol), float(REL_EPS),
-        W=tl.float64 if T == torch.float64 else tl.float32,
-        HAS_NOISE=float(sigma) != 0, REL_MODE=stop_mode == "rel", INTERPRETED=interpreted,
-        BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N,
-        num_warps=_NUM_WARPS,
-    )
+    return dict(W=tl.float64 if dtype == torch.float64 else tl.float32,
+                HAS_NOISE=float(sigma) != 0, REL_MODE=bool(stop_rel), INTERPRETED=interpreted,
+                BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS)
+
+
+_SCHEMA = ("(Tensor z, Tensor f_out, Tensor(a!) z_next, Tensor(b!) active, "
+           "Tensor(c!) converged, Tensor(d!) diverged, Tensor(e!) nstep, Tensor(f!) abs_res, "
+           "Tensor(g!) rel_res, Tensor(h!) step, int seed, float damping, float sigma, "
+           "float tol, bool stop_rel) -> ()")  # eqk::block_step's (csrc/ops/block_step.cpp)
+
+
+Tensor = torch.Tensor
+
+
+def block_step_triton(z: Tensor, f_out: Tensor, z_next: Tensor, active: Tensor,
+                      converged: Tensor, diverged: Tensor, nstep: Tensor, abs_res: Tensor,
+                      rel_res: Tensor, step: Tensor, seed: int, damping: float, sigma: float, tol: float,
+                      stop_rel: bool) -> None:
+    """Fused block-step epilogue in Triton, in place on z_next, the state and step (see
+    block_step.py; the arguments of eqk::block_step). z_next may alias z."""
+    _checks.block_step(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res,
+                       step)
+    B, n = z.shape
+    if B > 0:
+        cfg = kernel_config(B, n, z.dtype, sigma, stop_rel, interpreted=z.device.type == "cpu")
+        kernel = torch.library.wrap_triton(_block_step_kernel)
+        options = {} if torch.compiler.is_compiling() else LAUNCH_OPTIONS
+        with launch_guard(z.device):
+            kernel[(triton.cdiv(B, cfg["BLOCK_B"]),)](
+                z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res, step,
+                B, n,
+                z.stride(0), z.stride(1), f_out.stride(0), f_out.stride(1),
+                z_next.stride(0), z_next.stride(1),
+                int(seed) & _MASK32,
+                1.0 - float(damping), float(damping), float(sigma), float(tol), float(REL_EPS),
+                **cfg, **options,
+            )
+    step.add_(1)  # after the kernel read it, on the same stream
+
+
+@functools.lru_cache(maxsize=None)
+def block_step_triton_op():
+    """torch.ops.eqk.block_step_triton (registered on first use): block_step_triton as a
+    torch.library.triton_op with eqk::block_step's schema."""
+    return torch.library.triton_op(
+        "eqk::block_step_triton", block_step_triton, schema=_SCHEMA,
+        mutates_args=("z_next", "active", "converged", "diverged", "nstep", "abs_res",
+                      "rel_res", "step"))
