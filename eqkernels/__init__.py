@@ -8,6 +8,7 @@
 back to the plain-PyTorch reference, never to an import error.
 """
 from eqkernels._backends import backends
+from eqkernels.backward import fp_correction
 from eqkernels.diagnostics import spectral_radius
 from eqkernels.ops.looped import LoopedUpdate
 from eqkernels.nn import DEQ, apply_spectral_norm, apply_weight_norm, remove_norm

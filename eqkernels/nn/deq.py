@@ -137,8 +137,9 @@ class DEQ(nn.Module):
         """
         z0, nonfinite = _check_inputs(x, z0, self.block, self.validate_inputs)
         # One map per forward: normalised weights and dropout masks fixed for the whole solve.
-        reset_norm(self.block)
-        reset_dropout(self.block)
+        if isinstance(self.block, nn.Module):  # a plain callable block has none
+            reset_norm(self.block)
+            reset_dropout(self.block)
         options = self.options
         budget = max_iter if max_iter is not None else (
             options.max_iter if self.training else self.eval_max_iter)
@@ -168,8 +169,10 @@ class DEQ(nn.Module):
                              else z_star.new_zeros(()))
         mode = _check_backward(backward or self.backward_mode)
         if supervise:
-            states, z = self._supervised_states(f, info.captured + [z_star], mode)
+            states, z = self._supervised_states(f, (info.captured or []) + [z_star], mode)
             info.states = [spec.unpack(s.to(spec.dtype)) for s in states]
+            if states[-1] is z:  # hand back the same object as the last supervised state
+                return info.states[-1], info
         else:
             z = self._attach_gradient(f, z_star, mode)
         if K > 1:
@@ -178,7 +181,7 @@ class DEQ(nn.Module):
 
     def _attach_gradient(self, f, z_star, mode):
         needs_grad = torch.is_grad_enabled() and (
-            f.x_requires_grad or any(p.requires_grad for p in self.block.parameters()))
+            f.x_requires_grad or any(p.requires_grad for p in _parameters(self.block)))
         if not needs_grad:
             return z_star
         if mode == "implicit":
@@ -252,6 +255,10 @@ class _BlockMap:
     def restrict(self, rows):
         return _BlockMap(self.block, map_batch(self.x, lambda t: t[rows]),
                          self.spec.with_batch(len(rows)))
+
+
+def _parameters(block):
+    return block.parameters() if isinstance(block, nn.Module) else ()
 
 
 def _make_solver(solver, solver_kwargs):
