@@ -136,3 +136,20 @@ def test_fp_correction_and_jac_reg_match_torchdeq():
     ref = torchdeq.jac_reg(fz, z, vecs=3)
     torch.manual_seed(0)
     torch.testing.assert_close(compat.jac_reg(fz, z, vecs=3), ref)
+
+
+def test_indexing_core_states_and_strict_weight_options():
+    torch.manual_seed(SEED)
+    W = (0.5 * torch.randn(6, 6) / 6 ** 0.5).requires_grad_()
+    x = torch.randn(3, 6)
+    f = lambda z: torch.tanh(z @ W.t() + x)  # noqa: E731
+    deq = compat.get_deq(core="indexing", n_states=3, f_solver="fixed_point_iter",
+                         f_max_iter=12, f_tol=1e-12)
+    assert deq.indexing == [4, 8, 12]
+    z_out, info = deq(f, torch.zeros(3, 6))
+    assert len(z_out) == 3 and all(z.requires_grad for z in z_out)
+    # Later states are closer to the fixed point.
+    res = [float((f(z) - z).norm().detach()) for z in z_out]
+    assert res[0] > res[1] > res[2], res
+    with pytest.raises(TypeError, match="gama"):
+        compat.fp_correction(lambda a: a.sum(), (z_out,), weight_func="exp", gama=0.5)

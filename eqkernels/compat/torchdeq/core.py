@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from eqkernels import backward as bw
+from eqkernels.backward.supervision import supervision_steps
 from eqkernels.diagnostics import spectral_radius
 from eqkernels.nn.dropout import reset_dropout
 from eqkernels.nn.norm import reset_norm
@@ -158,13 +159,7 @@ class DEQ(nn.Module):
         n_states, indexing = self.config["n_states"], _int_list(self.config["indexing"],
                                                                 "indexing")
         if self.config["core"] == "indexing":
-            if n_states > 1:
-                n = max(min(f_max_iter, n_states), 1)
-                delta = f_max_iter // n
-                if f_max_iter % n == 0:
-                    return [(k + 1) * delta for k in range(n)]
-                return [f_max_iter - (n - k - 1) * delta for k in range(n)]
-            return [*indexing, f_max_iter]
+            return supervision_steps(f_max_iter, n_states, indexing)
         if n_states > 1:  # sliced: the budgets of consecutive solves
             return [f_max_iter // n_states] * n_states
         marks = [0, *indexing, f_max_iter]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from eqkernels.backward.supervision import fp_correction as _fp_correction
 from eqkernels.regularization import jac_reg_from_outputs
 
 
@@ -31,39 +32,23 @@ def power_method(f0, z0, n_iters=100):
     return vec, value.abs()
 
 
-def _weights(name, n, **kwargs):
-    if name == "exp":
-        gamma = kwargs.pop("gamma", 0.8)
-        w = [gamma ** (n - k - 1) for k in range(n)]
-    elif name == "linear":
-        gamma, bias = kwargs.pop("gamma", 0.9), kwargs.pop("bias", 0.0)
-        w = [1 - (n - k - 1) / n * gamma + bias for k in range(n)]
-    elif name == "const":
-        c = kwargs.pop("c", 1.0)
-        w = [c] * n
-    else:
-        raise ValueError(f"weight_func must be 'exp', 'linear' or 'const', got {name!r}")
-    if kwargs:
-        raise TypeError(f"fp_correction: unknown arguments {sorted(kwargs)} for weight_func "
-                        f"{name!r}")
-    return w
+# The weight functions' own keyword arguments (torchdeq's names); others are errors here.
+_WEIGHT_KWARGS = {"exp": {"gamma"}, "linear": {"gamma", "bias"}, "const": {"c"}}
 
 
 def fp_correction(crit, args, weight_func="exp", return_loss_values=False, **kwargs):
-    """sum_k w_k crit(*args_k) over the states (fixed-point correction, torchdeq's).
+    """sum_k w_k crit(*args_k) over the states (fixed-point correction, torchdeq's);
+    eqkernels.backward.supervision.fp_correction after checking the weight options.
 
     args: a tuple whose entries are lists (one per state, e.g. deq's z_out) or single
-    values used for every state; w_k: "exp" gamma^(n-k-1) | "linear" | "const"."""
-    lists = [list(a) if isinstance(a, (list, tuple)) else [a] for a in args]
-    n = max(len(a) for a in lists)
-    weights = _weights(weight_func, n, **kwargs)
-    loss, values = 0.0, []
-    for k in range(n):
-        term = crit(*[a[k % len(a)] for a in lists])
-        loss = loss + weights[k] * term
-        if return_loss_values:
-            values.append(float(term))
-    return (loss, values) if return_loss_values else loss
+    values used for every state; w_k: "exp" gamma^(n-k-1) | "linear" | "const" | callable."""
+    if isinstance(weight_func, str) and weight_func in _WEIGHT_KWARGS:
+        unknown = sorted(set(kwargs) - _WEIGHT_KWARGS[weight_func])
+        if unknown:
+            raise TypeError(f"fp_correction: unknown arguments {unknown} for weight_func "
+                            f"{weight_func!r}; known: {sorted(_WEIGHT_KWARGS[weight_func])}")
+    return _fp_correction(crit, args, weight_func=weight_func,
+                          return_loss_values=return_loss_values, **kwargs)
 
 
 __all__ = ["jac_reg", "power_method", "fp_correction"]
