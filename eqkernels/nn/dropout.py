@@ -125,6 +125,8 @@ class VariationalDropToken3d(_ChannelOrToken):
 
 def reset_dropout(module: nn.Module) -> nn.Module:
     """Forget every variational-dropout mask inside module: the next call draws new ones."""
+    if not isinstance(module, nn.Module):  # a plain callable block has no masks
+        return module
     for mod in module.modules():
         if isinstance(mod, _VariationalDropoutBase):
             mod.reset_mask()

@@ -249,6 +249,8 @@ def reset_norm(module: nn.Module) -> nn.Module:
     """Compute every normalised weight inside `module` once (one power-iteration step each
     in training mode) and reuse it for the following calls; see the module docstring for
     how long. Call it at the start of a forward that iterates the block (eqk.DEQ does)."""
+    if not isinstance(module, nn.Module):  # a plain callable block has no weights to reset
+        return module
     for layer, name in _norm_params(module):
         plist = layer.parametrizations[name]
         weight = plist.original
