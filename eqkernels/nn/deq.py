@@ -242,15 +242,27 @@ class _BlockMap:
         self.block, self.x, self.spec = block, x, spec
         self.x_requires_grad = any(isinstance(t, torch.Tensor) and t.requires_grad
                                    for t in leaves(x))
+        # The per-step fast path of a single-tensor state: one shape compare, no repacking
+        # for a (B, n) state, one view each way otherwise.
+        self.single = spec.kind is torch.Tensor
+        self.full_shape = torch.Size((spec.batch,) + spec.shapes[0]) if self.single else None
+        self.is_2d = self.single and len(spec.shapes[0]) == 1
+        self.dtype = spec.dtype
 
     def __call__(self, z_flat):
-        spec = self.spec
-        if z_flat.dtype != spec.dtype:
-            z_flat = z_flat.to(spec.dtype)
-        out = self.block(spec.unpack(z_flat), self.x)
-        if not spec.matches(out) or leaves(out)[0].shape[0] != z_flat.shape[0]:
-            _check_block_output(out, spec.with_batch(z_flat.shape[0]))
-        return spec.pack(out)
+        if z_flat.dtype is not self.dtype:
+            z_flat = z_flat.to(self.dtype)
+        if self.single:
+            z = z_flat if self.is_2d else z_flat.view(self.full_shape)
+            out = self.block(z, self.x)
+            if type(out) is torch.Tensor and out.shape == self.full_shape and out.dtype is self.dtype:
+                return out if self.is_2d else out.reshape(self.spec.batch, -1)
+        else:
+            out = self.block(self.spec.unpack(z_flat), self.x)
+            if self.spec.matches(out) and leaves(out)[0].shape[0] == z_flat.shape[0]:
+                return self.spec.pack(out)
+        _check_block_output(out, self.spec.with_batch(z_flat.shape[0]))  # raises, or autocast
+        return self.spec.pack(out)
 
     def restrict(self, rows):
         return _BlockMap(self.block, map_batch(self.x, lambda t: t[rows]),
@@ -302,7 +314,8 @@ def _check_inputs(x, z0, block, validate):
                          f"{[t.shape[0] for t in x_parts]}")
     if any(t.device != device for t in x_parts):
         raise ValueError(f"every tensor of x must be on {device}")
-    if z0 is None:
+    z_default = z0 is None
+    if z_default:
         z0 = map_batch(x, torch.zeros_like)
     elif not (isinstance(z0, torch.Tensor) or (is_structured(z0) and z0 and
                                               all(isinstance(t, torch.Tensor) for t in z0))):
@@ -328,14 +341,15 @@ def _check_inputs(x, z0, block, validate):
     nonfinite = None
     if validate is None:  # a CPU check is free; on a GPU it would be a host sync
         validate = device.type == "cpu"
+    z_given = [] if z_default else z_parts  # zeros need no check
     if validate:
         if not all(bool(torch.isfinite(t).all()) for t in x_float):
             raise ValueError("x contains NaN or Inf")
-        if not all(bool(torch.isfinite(t).all()) for t in z_parts):
+        if not all(bool(torch.isfinite(t).all()) for t in z_given):
             raise ValueError("z0 contains NaN or Inf")
     else:  # device-side flags, no host sync
         nonfinite = torch.zeros(B, dtype=torch.bool, device=device)
-        for t in x_float + z_parts:
+        for t in x_float + z_given:
             nonfinite |= ~torch.isfinite(t.reshape(B, -1)).all(dim=1)
     return map_batch(z0, torch.Tensor.detach), nonfinite
 

@@ -151,6 +151,10 @@ def _conform(fz, z):
     return fz.to(z.dtype).contiguous()
 
 
+def _numpy_view(t: torch.Tensor):
+    return t.numpy() if t.device.type == "cpu" and not t.requires_grad else None
+
+
 def _run(f, state: SolverState, solver, opt: SolveOptions):
     full = state
     rows = None  # global row indices of `state` within `full` once compacted
@@ -168,6 +172,9 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
     compact = opt.compact_below
     compactions = []
     offset = state.steps
+    # On the CPU "any sample active?" reads the flags through a NumPy view of the same
+    # memory: no torch op per step (its dispatch costs more than the look itself).
+    active_np = _numpy_view(track.active)
     it = 0
     for it in range(1, opt.max_iter + 1):
         fz = f(z)
@@ -184,7 +191,9 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
             if it % check_every and it != opt.max_iter:
                 continue
             if compact is None:
-                done = not bool(track.active.any())
+                # bool flags are bytes 0/1: one bytes search beats a torch or NumPy reduction
+                done = (1 not in active_np.tobytes()) if active_np is not None \
+                    else not bool(track.active.any())
             else:  # the same one sync, but the count is needed
                 n_active = int(track.active.sum())
                 done = n_active == 0
@@ -205,7 +214,7 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
             compactions.append((offset + it, live.numel()))
             backend, step = solver.bind(state, opt)
             z, track = state.z, state.track
-            shape = z.shape
+            shape, active_np = z.shape, _numpy_view(track.active)
     state.steps = offset + it
     if rows is not None:
         full.put_(rows, state)
