@@ -16,6 +16,13 @@ backend, resolved once. Two ways to apply an update, drawing the same noise:
 Every call advances the step counter by one, so a run interleaving both kinds is the
 same stream as a run of either. A sample whose update turns NaN/Inf is frozen by the
 fused op (its row is no longer written) and flagged in `diverged`.
+
+The step counter lives on the device ((1,) int64): the fused op derives the key
+noise_key(seed, step + 1) from it and advances it, and `differentiable` does the same with
+tensor ops. Nothing in an update reads device memory on the host, so K updates (with the
+block between them) can be captured in a CUDA graph and replayed, each replay drawing K new
+noise fields, bit-identical to the eager loop. `steps` is a host-side count of the updates
+made (no sync).
 """
 from __future__ import annotations
 
@@ -23,8 +30,8 @@ from typing import Optional
 
 import torch
 
-from eqkernels.ops.block_step import (STATE_DTYPES, noise_key, resolve_block_step,
-                                      standard_normal_ref)
+from eqkernels.ops.block_step import (STATE_DTYPES, new_step_counter, noise_key, noise_key_t,
+                                      resolve_block_step, standard_normal_ref)
 from eqkernels.ops.tracking import SolveState
 
 
@@ -50,7 +57,8 @@ class LoopedUpdate:
         self.damping, self.noise_std, self.seed = float(damping), float(noise_std), seed
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.backend, self._fused = resolve_block_step(self.device, backend)
-        self.steps = 0
+        self.steps = 0  # host-side count of updates made
+        self.step_counter = new_step_counter(self.device)  # the device copy the kernels read
         # The residual slots are float32; a float64 run switches them on its first update.
         self._state = SolveState.start(torch.zeros(batch, 1, device=self.device))
 
@@ -102,7 +110,7 @@ class LoopedUpdate:
         st.active.copy_(~st.diverged)  # never "converged": halting is the caller's decision
         with torch.no_grad():
             self._fused(flat, f_flat, flat, st, damping=self.damping, sigma=self.noise_std,
-                        key=noise_key(self.seed, self.steps), tol=0.0, stop_mode="abs")
+                        step=self.step_counter, seed=self.seed, tol=0.0, stop_mode="abs")
         return z
 
     def noise(self, step: int, shape, dtype=torch.float32) -> torch.Tensor:
@@ -123,8 +131,13 @@ class LoopedUpdate:
         self.steps += 1
         wide = torch.float64 if z.dtype == torch.float64 else torch.float32
         new = (1.0 - self.damping) * z.to(wide) + self.damping * f_out.to(wide)
+        with torch.no_grad():
+            key = noise_key_t(self.seed, self.step_counter + 1)  # on the device, no sync
+            self.step_counter += 1
         if self.noise_std:
-            new = new + self.noise_std * self.noise(self.steps, z.shape, wide)
+            n = z[0].numel() if z.shape[0] else 0
+            eps = standard_normal_ref(key, self.batch, n, z.device).reshape(z.shape)
+            new = new + self.noise_std * eps.to(wide)
         new = new.to(z.dtype)
         with torch.no_grad():
             self._match_residual_dtype(z.dtype)

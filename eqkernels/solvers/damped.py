@@ -19,26 +19,48 @@ Batch compaction (compact_below=q): once fewer than a fraction q of the samples 
 runs, the loop goes on with the live ones only, so the block stops paying for halted
 samples. f must then offer f.restrict(rows) -> the map of those rows (the DEQ layer's
 does). The noise of a compacted run is drawn at the samples' new batch positions.
+
+The noise key comes from a (1,) int64 step counter on the device, which the fused op reads
+and advances; no per-step Python int reaches the kernel.
+
+CUDA-graph mode (cuda_graph=True): the loop runs in segments of K = graph_steps steps of
+block + fused update on static buffers (the working iterate, the state, the counter, the
+snapshot). On a CUDA device each segment shape is run once eagerly (the warm-up a capture
+needs), then captured once into a CUDA graph and replayed; the all-done flag is read once
+per segment (one host sync per K steps); compaction happens only at segment boundaries (a
+compacted batch is a new shape: captured anew; at most GRAPH_CACHE_SIZE graphs are kept,
+the oldest evicted). If capture fails (a block that syncs, allocates from the host, ...),
+the run goes on eagerly and info.extra["cuda_graph"] says why. On a CPU the same segments
+run uncaptured (tested there; the capture itself is checked by scripts/gpu_suite.sh).
+Iterates, residuals and nstep equal the eager loop's bit for bit; only info.extra["steps"]
+rounds up to a whole segment (frozen samples are untouched by the extra steps).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
-from eqkernels.ops.block_step import noise_key, residual_dtype, resolve_block_step
-from eqkernels.ops.tracking import SolveState
+from eqkernels.ops.block_step import new_step_counter, residual_dtype, resolve_block_step
+from eqkernels.ops.tracking import STOP_MODES, SolveState
 from eqkernels.solvers.base import SolverInfo, _report_divergence, iterate
 
 SNAPSHOT_EVERY = 16
+GRAPH_STEPS = 16       # K: steps per captured segment (default)
+GRAPH_CACHE_SIZE = 4   # captured segments kept per run (shape x length x snapshot phase)
 
 
 def damped(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", damping=1.0, noise_std=0.0,
            seed=0, check_every=None, on_diverge="warn", trajectory=False, progress=False,
-           backend="auto", compact_below=None):
+           backend="auto", compact_below=None, cuda_graph=False, graph_steps=GRAPH_STEPS):
     """Solve / run z = f(z) by damped iteration. f: (B, n) -> (B, n); z0: (B, n).
 
     damping in (0, 1]; noise_std >= 0 (0 = deterministic); seed: int for the noise.
     compact_below: None, or a fraction in (0, 1) of live samples below which the batch is
     compacted (needs f.restrict; not with trajectory=True).
+    cuda_graph: run in segments of graph_steps steps, captured as CUDA graphs on a CUDA
+    device (see the module docstring); check_every is then graph_steps; not with
+    trajectory=True or progress=True (both look at every step).
     Returns (z, SolverInfo) with z the last iterate; info.backend names the backend.
     """
     if not 0 < damping <= 1:
@@ -47,9 +69,15 @@ def damped(f, z0, *, max_iter=50, tol=1e-4, stop_mode="abs", damping=1.0, noise_
         raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if cuda_graph:
+        if not isinstance(graph_steps, int) or graph_steps < 1:
+            raise ValueError(f"graph_steps must be an int >= 1, got {graph_steps!r}")
+        if trajectory or progress:
+            raise ValueError("cuda_graph=True cannot be combined with trajectory=True or "
+                             "progress=True (both look at every step)")
     options = dict(max_iter=max_iter, tol=tol, stop_mode=stop_mode, damping=damping,
                    noise_std=noise_std, seed=seed, check_every=check_every, progress=progress,
-                   backend=backend)
+                   backend=backend, graph_steps=graph_steps if cuda_graph else None)
     if compact_below is None:
         return _run(f, z0, on_diverge=on_diverge, trajectory=trajectory, **options)
     if not 0 < compact_below < 1:
@@ -78,6 +106,8 @@ def _run_compacting(f, z0, compact_below, on_diverge, options):
         for name in ("abs_residual", "rel_residual", "converged", "diverged"):
             getattr(info_out, name)[rows] = getattr(info, name)
         info_out.nstep[rows] += info.nstep
+        if "cuda_graph" in info.extra:
+            info_out.extra.setdefault("cuda_graph", []).append(info.extra["cuda_graph"])
         done_steps += info.extra["steps"]
         live = (~(info.converged | info.diverged)).nonzero().squeeze(1)
         if not info.extra["stopped_below"] or live.numel() == 0 or done_steps >= max_iter:
@@ -98,19 +128,25 @@ def _empty_info(like: SolverInfo, B: int) -> SolverInfo:
 
 
 def _run(f, z0, *, max_iter, tol, stop_mode, damping, noise_std, seed, check_every, on_diverge,
-         trajectory, progress, backend, step_offset=0, stop_below=None):
-    snapshot = z0.clone()  # last finite iterate of each sample, at most SNAPSHOT_EVERY old
+         trajectory, progress, backend, graph_steps=None, step_offset=0, stop_below=None):
+    if graph_steps is not None:
+        return _run_segments(f, z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode,
+                             damping=damping, noise_std=noise_std, seed=seed,
+                             on_diverge=on_diverge, backend=backend, K=graph_steps,
+                             step_offset=step_offset, stop_below=stop_below)
+    snapshot = z0.clone(memory_format=torch.contiguous_format)  # last finite iterate per sample
 
     def make_step(z0):
         name, fused_step = resolve_block_step(z0.device, backend)
-        counter = [step_offset]
+        counter = new_step_counter(z0.device, step_offset)  # the device copy the kernel reads
+        host_count = [step_offset]  # the snapshot cadence only
 
         def step(z, fz, state):
-            counter[0] += 1
-            if counter[0] % SNAPSHOT_EVERY == 0:  # device-side, no sync
+            host_count[0] += 1
+            if host_count[0] % SNAPSHOT_EVERY == 0:  # device-side, no sync
                 snapshot.copy_(torch.where(state.diverged[:, None], snapshot, z))
-            return fused_step(z, fz, z, state, damping=damping, sigma=noise_std,
-                              key=noise_key(seed, counter[0]), tol=tol, stop_mode=stop_mode)
+            return fused_step(z, fz, z, state, damping=damping, sigma=noise_std, step=counter,
+                              seed=seed, tol=tol, stop_mode=stop_mode)
         return name, step
 
     # The op keeps residuals in float32 or wider, whatever z's dtype.
@@ -119,4 +155,117 @@ def _run(f, z0, *, max_iter, tol, stop_mode, damping, noise_std, seed, check_eve
                       stop_mode=stop_mode, check_every=check_every, on_diverge=on_diverge,
                       trajectory=trajectory, progress=progress, returns="last", state=state,
                       stop_below=stop_below)
+    return torch.where(info.diverged[:, None], snapshot, z), info
+
+
+def _capture_graph(fn):
+    """Records fn() into a CUDA graph (nothing runs); returns an object with .replay()."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+class SegmentRunner:
+    """Runs body(k, base) -- k steps, the first being step base + 1 -- eagerly, or (capture)
+    as a replay of a CUDA graph recorded per key (k, base % SNAPSHOT_EVERY): the first
+    segment of a key runs eagerly (the warm-up of lazy initialisations a capture needs), the
+    second captures it, every later one replays. A failed capture switches the runner to
+    eager for good, keeping the reason. At most `cache_size` graphs are kept."""
+
+    def __init__(self, body, capture: bool, reason: str, cache_size: int = GRAPH_CACHE_SIZE):
+        self.body, self.capture, self.reason = body, capture, reason
+        self.cache: OrderedDict = OrderedDict()
+        self.cache_size = cache_size
+        self.warm: set = set()
+        self.captures = self.replays = self.eager_segments = self.evictions = 0
+
+    def run(self, k: int, base: int) -> None:
+        key = (k, base % SNAPSHOT_EVERY)
+        if self.capture and key in self.cache:
+            self.cache.move_to_end(key)
+            self.cache[key].replay()
+            self.replays += 1
+            return
+        if self.capture and key in self.warm:
+            try:
+                graph = _capture_graph(lambda: self.body(k, base))
+            except Exception as err:  # noqa: BLE001 -- any failure: go on eagerly, say why
+                self.capture = False
+                self.reason = f"eager: capture failed ({type(err).__name__}: {err})"
+            else:
+                self.captures += 1
+                self.cache[key] = graph
+                if len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+                    self.evictions += 1
+                graph.replay()
+                self.replays += 1
+                return
+        self.warm.add(key)
+        self.body(k, base)
+        self.eager_segments += 1
+
+    def describe(self) -> str:
+        counts = (f"{self.captures} captures, {self.replays} replays, {self.eager_segments} "
+                  f"eager segments, {self.evictions} evictions")
+        return f"captured ({counts})" if self.capture else f"{self.reason} ({counts})"
+
+
+def _run_segments(f, z0, *, max_iter, tol, stop_mode, damping, noise_std, seed, on_diverge,
+                  backend, K, step_offset=0, stop_below=None):
+    """The loop of _run in segments of K steps (CUDA-graph mode); same iterates and state."""
+    if not isinstance(z0, torch.Tensor) or z0.dim() != 2 or z0.dtype not in (torch.float32,
+                                                                            torch.float64):
+        raise ValueError(f"z0 must be a (B, n) float32/float64 tensor, got "
+                         f"{tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0)}")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    device = z0.device
+    name, fused_step = resolve_block_step(device, backend)
+    # Static buffers: every captured segment reads and writes these, and only these.
+    z = z0.clone(memory_format=torch.contiguous_format)
+    snapshot = z.clone()
+    state = SolveState.start(z0.new_zeros(z0.shape[0], 1, dtype=residual_dtype(z0.dtype)))
+    counter = new_step_counter(device, step_offset)
+
+    def body(k, base):
+        for j in range(k):
+            if (base + j + 1) % SNAPSHOT_EVERY == 0:  # the eager loop's snapshot cadence
+                snapshot.copy_(torch.where(state.diverged[:, None], snapshot, z))
+            fz = f(z)
+            if not isinstance(fz, torch.Tensor) or fz.shape != z.shape:
+                raise ValueError(f"f(z) must return a tensor of shape {tuple(z.shape)}, got "
+                                 f"{tuple(fz.shape) if isinstance(fz, torch.Tensor) else type(fz)}")
+            fused_step(z, fz.to(z.dtype).contiguous(), z, state, damping=damping,
+                       sigma=noise_std, step=counter, seed=seed, tol=tol, stop_mode=stop_mode)
+
+    capture = device.type == "cuda"
+    runner = SegmentRunner(body, capture, "captured" if capture
+                           else f"eager: not a CUDA device ({device.type})")
+    it, stopped_below = 0, False
+    while it < max_iter:
+        k = min(K, max_iter - it)
+        runner.run(k, step_offset + it)
+        it += k
+        if stop_below is None:  # the one host sync of the segment
+            if not bool(state.active.any()):
+                break
+        else:
+            n_active = int(state.active.sum())
+            if n_active == 0:
+                break
+            if n_active < stop_below * z.shape[0]:
+                stopped_below = True
+                break
+    info = SolverInfo(nstep=state.nstep, abs_residual=state.abs_res, rel_residual=state.rel_res,
+                      converged=state.converged, diverged=state.diverged, solver="damped",
+                      backend=name, extra=dict(steps=it, stopped_below=stopped_below,
+                                               cuda_graph=runner.describe(),
+                                               segments=runner))
+    _report_divergence(info, on_diverge)
     return torch.where(info.diverged[:, None], snapshot, z), info

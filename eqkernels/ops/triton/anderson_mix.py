@@ -31,7 +31,8 @@ import triton.language as tl
 
 from eqkernels.ops import _checks
 from eqkernels.ops.constants import CHOL_PIVOT_RTOL, MAX_HISTORY, REL_EPS
-from eqkernels.ops.triton.block_step import LAUNCH_OPTIONS, _offsets, launch_guard
+from eqkernels.ops.triton.block_step import (LAUNCH_OPTIONS, _interpreting_fake, _offsets,
+                                             launch_guard)
 
 # Elements of one (BLOCK_B, M_PAD, BLOCK_N) history tile. On a GPU this bounds the
 # float64 partial sums a program keeps in registers (~16 doubles a thread at 4 warps);
@@ -275,7 +276,7 @@ def anderson_step_triton(z: Tensor, fz: Tensor, z_out: Tensor, active: Tensor,
     _checks.anderson_step(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
                           best_abs, best_rel, best_z, X, G, gram, count, MAX_HISTORY)
     B, n = z.shape
-    if B == 0:
+    if B == 0 or _interpreting_fake(z):
         return
     cfg = kernel_config(B, n, X.shape[1], stop_rel, interpreted=z.device.type == "cpu")
     kernel = torch.library.wrap_triton(_anderson_step_kernel)

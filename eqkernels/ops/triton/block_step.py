@@ -241,7 +241,7 @@ def block_step_triton(z: Tensor, f_out: Tensor, z_next: Tensor, active: Tensor,
     _checks.block_step(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res,
                        step)
     B, n = z.shape
-    if B > 0:
+    if B > 0 and not _interpreting_fake(z):
         cfg = kernel_config(B, n, z.dtype, sigma, stop_rel, interpreted=z.device.type == "cpu")
         kernel = torch.library.wrap_triton(_block_step_kernel)
         options = {} if torch.compiler.is_compiling() else LAUNCH_OPTIONS
@@ -256,6 +256,13 @@ def block_step_triton(z: Tensor, f_out: Tensor, z_next: Tensor, active: Tensor,
                 **cfg, **options,
             )
     step.add_(1)  # after the kernel read it, on the same stream
+
+
+def _interpreting_fake(z) -> bool:
+    """Fake tensors (shape propagation) meeting the interpreter, which would run the kernel
+    on them: nothing to compute. (Compiled, wrap_triton's fake kernel handles them.)"""
+    from torch._subclasses.fake_tensor import is_fake
+    return z.device.type != "cuda" and is_fake(z)
 
 
 @functools.lru_cache(maxsize=None)
