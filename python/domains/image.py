@@ -17,6 +17,8 @@ mu leaves the data step close to a deconvolution. Metric: PSNR (peak 1).
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -108,9 +110,12 @@ class ContractiveDeblurStep(nn.Module):
         s = self.contraction * torch.sigmoid(self.skip_logit)
         return s, (self.contraction - s) * torch.sigmoid(self.gain_logit)
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, x: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+                ) -> torch.Tensor:
+        """z (B, 1, N, N); x = (A^T y (B, 1, N, N), prior mean (B, 1, N, N), biases
+        (B, width, N, N))."""
         A, size = self.operator, self.operator.size
-        at_y, mean, bias = x[:, :1], x[:, 1:2], x[:, 2:]
+        at_y, mean, bias = x
         mu = self.mu()
         v = A.solve_normal(at_y + mu * z, mu)
         w_in = self.w_in / single_channel_conv_norm(self.w_in, size).clamp_min(MIN_OPERATOR_NORM)
@@ -134,14 +139,14 @@ class DeblurModel(ImplicitModel):
         self.operator = operator
         self.features = PriorFeatures(width, feature_layers)
 
-    def inject(self, u: torch.Tensor) -> torch.Tensor:
-        """u (B, 1, N, N) -> [A^T u, prior mean m, biases b] (B, 2 + width, N, N)."""
+    def inject(self, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """u (B, 1, N, N) -> (A^T u, prior mean m, biases b): (B, 1 | 1 | width, N, N)."""
         at_y = self.operator.adjoint(u)
         features = self.features(at_y)
-        return torch.cat([at_y, at_y + features[:, :1], features[:, 1:]], dim=1)
+        return at_y, at_y + features[:, :1], features[:, 1:]
 
-    def init_state(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1].detach().clone()
+    def init_state(self, x) -> torch.Tensor:
+        return x[0].detach().clone()
 
     def readout(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return z

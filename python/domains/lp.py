@@ -33,33 +33,22 @@ from domains.model import ImplicitModel
 VIOLATION_WEIGHT = 1.0
 
 
-class BipartiteInjection:
-    """The injection x (B, m v + (v + m) hidden): the edge weights A and each node's injected
-    features, flattened into one tensor because the DEQ carries a single x."""
+class BipartiteLayout:
+    """Sizes of the bipartite graph: num_vars variable nodes, num_cons constraint nodes,
+    hidden features per injected node."""
 
     def __init__(self, num_vars: int, num_cons: int, hidden: int):
         self.num_vars, self.num_cons, self.hidden = num_vars, num_cons, hidden
 
-    def pack(self, A: torch.Tensor, var_in: torch.Tensor, con_in: torch.Tensor) -> torch.Tensor:
-        """A (B, m, v), var_in (B, v, hidden), con_in (B, m, hidden) -> x (B, size)."""
-        return torch.cat([A.flatten(1), var_in.flatten(1), con_in.flatten(1)], dim=1)
-
-    def unpack(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, size) -> A (B, m, v), var_in (B, v, hidden), con_in (B, m, hidden)."""
-        v, m, h = self.num_vars, self.num_cons, self.hidden
-        if x.dim() != 2 or x.shape[1] != m * v + (v + m) * h:
-            raise ValueError(f"x must have shape (B, {m * v + (v + m) * h}), got {tuple(x.shape)}")
-        A, var_in, con_in = x.split([m * v, v * h, m * h], dim=1)
-        return A.view(-1, m, v), var_in.view(-1, v, h), con_in.view(-1, m, h)
-
 
 class BipartiteMessagePassing(nn.Module):
-    """block(z, x) -> z': z (B, v + m, width) [variable states; constraint states], x from
-    BipartiteInjection. One round: constraints read their variables, then variables read the
+    """block(z, x) -> z': z = (variable states (B, v, width), constraint states (B, m, width)),
+    x = (A (B, m, v), variable injection (B, v, hidden), constraint injection (B, m, hidden)).
+    One round: constraints read their variables, then variables read the
     updated constraints. Each update is a one-hidden-layer MLP of [own state, aggregated
     messages, injection], written as a sum of per-part projections into the hidden layer."""
 
-    def __init__(self, layout: BipartiteInjection, width: int):
+    def __init__(self, layout: BipartiteLayout, width: int):
         super().__init__()
         self.layout, self.width = layout, width
         h = layout.hidden
@@ -70,14 +59,16 @@ class BipartiteMessagePassing(nn.Module):
         self.con_norm = nn.LayerNorm(width)
         self.var_norm = nn.LayerNorm(width)
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        A, var_in, con_in = self.layout.unpack(x)
-        var, con = z.split([self.layout.num_vars, self.layout.num_cons], dim=1)
+    def forward(self, z: Tuple[torch.Tensor, torch.Tensor],
+                x: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        A, var_in, con_in = x
+        var, con = z
         con_msg = A @ self.var_to_con(var)                        # (B, m, hidden)
         con = self.con_norm(self.con_out(F.relu(self.con_self(con) + con_msg + con_in)))
         var_msg = A.transpose(1, 2) @ self.con_to_var(con)        # (B, v, hidden)
         var = self.var_norm(self.var_out(F.relu(self.var_self(var) + var_msg + var_in)))
-        return torch.cat([var, con], dim=1)
+        return var, con
 
 
 def _node_encoder(hidden: int) -> nn.Sequential:
@@ -91,7 +82,7 @@ class ImplicitLPSolver(ImplicitModel):
     def __init__(self, num_vars: int, num_cons: int, *, width: int, hidden: int,
                  train_iters: int, damping: float = 1.0, backward: str = "phantom",
                  **deq_kwargs):
-        layout = BipartiteInjection(num_vars, num_cons, hidden)
+        layout = BipartiteLayout(num_vars, num_cons, hidden)
         super().__init__(BipartiteMessagePassing(layout, width), train_iters=train_iters,
                          damping=damping, backward=backward, **deq_kwargs)
         self.layout, self.width = layout, width
@@ -104,14 +95,15 @@ class ImplicitLPSolver(ImplicitModel):
         if u.dim() != 3 or u.shape[1:] != (m + 1, v + 1):
             raise ValueError(f"u must have shape (B, {m + 1}, {v + 1}), got {tuple(u.shape)}")
         A, b, c = split_instance(u)
-        return self.layout.pack(A, self.var_features(c.unsqueeze(-1)),
-                                self.con_features(b.unsqueeze(-1)))
+        return A, self.var_features(c.unsqueeze(-1)), self.con_features(b.unsqueeze(-1))
 
-    def init_state(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(x.shape[0], self.layout.num_vars + self.layout.num_cons, self.width)
+    def init_state(self, x) -> Tuple[torch.Tensor, torch.Tensor]:
+        A = x[0]
+        return (A.new_zeros(A.shape[0], self.layout.num_vars, self.width),
+                A.new_zeros(A.shape[0], self.layout.num_cons, self.width))
 
-    def readout(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(z[:, :self.layout.num_vars]).squeeze(-1))
+    def readout(self, z, u: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(z[0]).squeeze(-1))
 
 
 def objective_gap(x: torch.Tensor, batch: Batch) -> torch.Tensor:
