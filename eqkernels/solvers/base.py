@@ -186,8 +186,8 @@ class _ProgressBar:
     PROGRESS_REFRESH_S seconds, and only when the loop checks for completion anyway."""
 
     def __init__(self, solver: str, max_iter: int):
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=max_iter, desc=solver, unit="step", leave=True)
+        from eqkernels.progress import progress_bar  # tqdm on a terminal, plain lines in a log
+        self.bar = progress_bar(total=max_iter, desc=solver, unit="step", leave=True)
         self.shown = 0
         self.last_refresh = 0.0
 
