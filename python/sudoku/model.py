@@ -130,16 +130,23 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(inner, width, bias=False)
 
 
+def _glu(gate, up):
+    a = F.silu(gate)
+    return a.mul_(up) if not torch.is_grad_enabled() else a * up  # in place: no autograd
+
+
 def _swiglu_channels(h, w_gate_up, w_down):
     """SwiGLU over the last axis: (B, 81, D) -> (B, 81, D)."""
     gate, up = F.linear(h, w_gate_up).chunk(2, dim=-1)
-    return F.linear(F.silu(gate) * up, w_down)
+    return F.linear(_glu(gate, up), w_down)
 
 
 def _swiglu_tokens(h, w_gate_up, w_down):
-    """SwiGLU over the token axis without transposing: W @ h for h (B, 81, D)."""
-    gate, up = torch.matmul(w_gate_up, h).chunk(2, dim=1)
-    return torch.matmul(w_down, F.silu(gate) * up)
+    """SwiGLU over the token axis without transposing h: W @ h[b] for h (B, 81, D), as one
+    batched GEMM whose weight has batch stride 0 (no copies of h, contiguous results)."""
+    B = h.shape[0]
+    gate, up = torch.bmm(w_gate_up.expand(B, -1, -1), h).chunk(2, dim=1)
+    return torch.bmm(w_down.expand(B, -1, -1), _glu(gate, up))
 
 
 class ReasonerLayer(nn.Module):
@@ -300,13 +307,14 @@ class SudokuReasoner(nn.Module):
         Unrecorded: in place on z_H, z_L. Recorded: returns the new (z_H, z_L); one_step leaves
         the first L_cycles - 1 updates out of the graph."""
         L = self.cfg.L_cycles
+        inj = z_H + x  # z_H does not change during the L cycles: one sum per round
         for k in range(L):
             if record:
                 keep = torch.is_grad_enabled() and not (one_step and k < L - 1)
                 with torch.set_grad_enabled(keep):
-                    z_L = self.update(upd, z_L, z_H + x, weights, record=True)
+                    z_L = self.update(upd, z_L, inj, weights, record=True)
             else:
-                self.update(upd, z_L, z_H + x, weights)
+                self.update(upd, z_L, inj, weights)
         if record:
             z_H = self.update(upd, z_H, z_L, weights, record=True)
         else:
