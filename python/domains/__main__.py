@@ -1,12 +1,24 @@
 """`python -m domains {image,pde,lp,lm,all} [options]`: train each domain's implicit model at
-a small depth, then write quality and Lipschitz vs test-time iterations (table + PNG)."""
+a small depth, then write quality and Lipschitz vs test-time iterations (table + PNG).
+Bad input (an unknown config, unreadable data or output folder) prints `error: <message>`
+and exits 2, without a traceback."""
 import argparse
+import sys
 
 from domains import DOMAIN_MODULES
 from domains.harness import run_domain
 
 
 def main(argv=None):
+    try:
+        _main(argv)
+    except (ValueError, OSError) as e:
+        msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and getattr(e, "filename", None) else e
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(argv=None):
     p = argparse.ArgumentParser(prog="python -m domains", description=__doc__)
     p.add_argument("domain", choices=sorted(DOMAIN_MODULES) + ["all"])
     p.add_argument("--config", default="small", help="small (2-core CPU, minutes) or gpu")
