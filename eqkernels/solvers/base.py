@@ -56,6 +56,7 @@ class SolverInfo:
     extra: dict = field(default_factory=dict)
     rel_trajectory: Optional[torch.Tensor] = None  # (T, B) rel residual, rows as trajectory
     captured: Optional[list] = None  # SolveOptions.capture: (B, n) best iterate after each step
+    states: Optional[list] = None  # DEQ multi-state supervision: the supervised states (grad)
 
     # torchdeq's names for the same facts, so its users find theirs (info.abs_lowest or
     # info["abs_lowest"]); its traces are (B, T), ours (T, B).
