@@ -10,7 +10,10 @@ for N steps, by
                torch.randn_like, per-sample step norms, and a `.item()` halting test
                every step;
   (b) ours     eqkernels.damped: the same update, norms and halting mask in one fused
-               op, the host looking at the halting flag every check_every steps.
+               op, the host looking at the halting flag every check_every steps;
+  (c) ours+graphs  eqkernels.damped(cuda_graph=True): segments of 16 steps of block +
+               fused update captured once as a CUDA graph and replayed (on a CPU the
+               same segments run uncaptured: the column then measures segment overhead).
 Both run the same block on the same data (fp32 on CPU, bf16 autocast on CUDA) and
 do the same number of block calls (the tolerance is never met: sigma > 0).
 It prints steps/s of each and the ratio ours/eager. Issue targets: >= 1 on CPU (no
@@ -90,7 +93,7 @@ def eager_loop(block, z0, inj, steps, autocast):
     return z
 
 
-def our_loop(block, z0, inj, steps, autocast, backend):
+def our_loop(block, z0, inj, steps, autocast, backend, graphs=False):
     B = z0.shape[0]
 
     def f(z_flat):
@@ -98,42 +101,52 @@ def our_loop(block, z0, inj, steps, autocast, backend):
             return block(z_flat.view(B, TOKENS, WIDTH) + inj).float().reshape(B, -1)
 
     z, info = eqkernels.damped(f, z0.reshape(B, -1), max_iter=steps, tol=TOL, damping=DAMPING,
-                               noise_std=SIGMA, seed=0, backend=backend)
+                               noise_std=SIGMA, seed=0, backend=backend, cuda_graph=graphs)
     return z, info
 
 
 def run_batch(B, args, device):
     torch.manual_seed(args.seed)
-    block = ReasonerBlock().to(device)
+    block = ReasonerBlock(WIDTH, 4 * WIDTH * 2 // 3).to(device)
     inj = torch.randn(B, TOKENS, WIDTH, device=device)
     z0 = torch.randn(B, TOKENS, WIDTH, device=device)
     autocast = device.type == "cuda"
     with torch.no_grad():
         one_step, _ = time_call(lambda: eager_loop(block, z0, inj, 1, autocast), device)
         steps = args.steps or max(2, min(args.max_steps, int(args.seconds / max(one_step, 1e-6))))
-        backend = [None]
+        backend, graph_mode = [None], [None]
 
         def ours():
             _, info = our_loop(block, z0, inj, steps, autocast, args.backend)
             backend[0] = info.backend
 
+        def ours_graphs():
+            _, info = our_loop(block, z0, inj, steps, autocast, args.backend, graphs=True)
+            graph_mode[0] = info.extra["cuda_graph"].split(" (")[0]
+
         ours()  # warm-up (and the backend name)
+        ours_graphs()
         eager_loop(block, z0, inj, 1, autocast)
-        eager_t, ours_t = [], []
-        for _ in range(args.repeats):  # interleaved, so load drift hits both alike
+        eager_t, ours_t, graphs_t = [], [], []
+        for _ in range(args.repeats):  # interleaved, so load drift hits all alike
             eager_t.append(time_call(lambda: eager_loop(block, z0, inj, steps, autocast), device)[0])
             ours_t.append(time_call(ours, device)[0])
+            graphs_t.append(time_call(ours_graphs, device)[0])
     eager_rate, ours_rate = steps / median(eager_t), steps / median(ours_t)
+    graphs_rate = steps / median(graphs_t)
     ratio = ours_rate / eager_rate
     target = 1.0 if device.type == "cpu" else (3.0 if B == 64 else None)
     verdict = "-" if target is None else f">= {target:g} {'ok' if ratio >= target else 'MISS'}"
     print(f"  B={B}: {steps} steps, backend {backend[0]}, eager {eager_rate:.2f} steps/s, "
-          f"ours {ours_rate:.2f} steps/s", flush=True)
+          f"ours {ours_rate:.2f} steps/s, ours+graphs {graphs_rate:.2f} steps/s "
+          f"({graph_mode[0]})", flush=True)
     return [str(B), str(steps), backend[0], f"{eager_rate:.2f}", f"{ours_rate:.2f}",
-            f"{ratio:.3f}", verdict]
+            f"{ratio:.3f}", f"{graphs_rate:.2f}", f"{graphs_rate / eager_rate:.3f}",
+            graph_mode[0], verdict]
 
 
-HEADERS = ["B", "steps", "backend", "eager steps/s", "ours steps/s", "ours/eager", "target"]
+HEADERS = ["B", "steps", "backend", "eager steps/s", "ours steps/s", "ours/eager",
+           "ours+graphs steps/s", "graphs/eager", "graph mode", "target (ours/eager)"]
 
 
 def parse_args(argv=None):
@@ -149,12 +162,16 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokens", type=int, default=TOKENS, help="tokens per sample (81)")
+    p.add_argument("--width", type=int, default=WIDTH, help="hidden width (512)")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
     return p.parse_args(argv)
 
 
 def main(argv=None):
+    global TOKENS, WIDTH
     args = parse_args(argv)
+    TOKENS, WIDTH = args.tokens, args.width
     device = setup_device(args.device, args.threads)
     print("Running...", flush=True)
     rows = [run_batch(int(b), args, device) for b in args.batches.split(",") if b.strip()]
@@ -164,7 +181,9 @@ def main(argv=None):
               f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}; damping {DAMPING}, "
               f"sigma {SIGMA}; median of {args.repeats} interleaved runs"]
     notes = ["ours/eager = steps/s of eqkernels.damped over the eager loop's, same run; "
-             "targets: >= 1 on CPU, >= 3 at B=64 on a GPU."]
+             "targets: >= 1 on CPU, >= 3 at B=64 on a GPU. graphs/eager: "
+             "eqkernels.damped(cuda_graph=True) over the eager loop ('graph mode' says whether "
+             "it was captured)."]
     report(header, HEADERS, rows, notes, args.out)
 
 

@@ -13,8 +13,11 @@ from eqkernels.ops.anderson_mix import AndersonHistory, anderson_step, anderson_
 from eqkernels.ops.tracking import SolveState
 
 # (backend, device type) pairs; each is skipped where this machine cannot run it.
-FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
-BACKEND_IDS = [f"{b}-{d}" for b, d in FAST_BACKENDS]
+# The CUDA-device cases are marked gpu: scripts/gpu_suite.sh runs them (pytest -m gpu).
+FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"),
+                 pytest.param("cuda", "cuda", marks=pytest.mark.gpu),
+                 pytest.param("triton", "cuda", marks=pytest.mark.gpu)]
+BACKEND_IDS = ["cpp-cpu", "triton-cpu", "cuda-cuda", "triton-cuda"]
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 

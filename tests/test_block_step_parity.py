@@ -14,8 +14,11 @@ from eqkernels.ops.block_step import (block_step, block_step_ref, new_step_count
                                       residual_dtype, standard_normal_ref)
 from eqkernels.ops.tracking import SolveState
 
-FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"), ("cuda", "cuda"), ("triton", "cuda")]
-BACKEND_IDS = [f"{b}-{d}" for b, d in FAST_BACKENDS]
+# The CUDA-device cases are marked gpu: scripts/gpu_suite.sh runs them (pytest -m gpu).
+FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"),
+                 pytest.param("cuda", "cuda", marks=pytest.mark.gpu),
+                 pytest.param("triton", "cuda", marks=pytest.mark.gpu)]
+BACKEND_IDS = ["cpp-cpu", "triton-cpu", "cuda-cuda", "triton-cuda"]
 RTOL = {torch.float32: 2e-5, torch.float64: 1e-10, torch.bfloat16: 1e-2}
 SHAPES = [(1, 1), (3, 7), (8, 128), (64, 256), (17, 1000), (300, 33), (5, 5000), (250, 1025)]
 

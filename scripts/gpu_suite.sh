@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The one GPU check: on a bare GPU machine of this workplace (python3 with a CUDA torch,
+# triton, nvcc; no network; torchdeq carried as a wheel) it
+#   1. names the device and the versions,
+#   2. builds the CUDA extension in place (EQK_CUDA_ARCHS: the device's arch),
+#   3. runs the GPU tests (pytest -m gpu: every backend against the reference, CUDA-graph
+#      replay vs eager iterates, noise stream identity, the defect tests' GPU halves),
+#   4. runs each benchmark in its GPU configuration (Anderson mix bytes/s vs copy bandwidth;
+#      the EqR-shaped loop eager vs ours vs ours+graphs at B = 1, 64, 512 in bf16; solver
+#      overhead vs torchdeq; Sudoku eval throughput where its benchmark exists),
+# and writes every table and log under $OUT (or benchmarks/results/gpu_<device>/ when $OUT is
+# unset), naming the device -- all inside 8 minutes (each stage has its own time limit).
+#
+#   bash scripts/gpu_suite.sh            # on the GPU machine
+#   bash scripts/gpu_suite.sh --dry-run  # the same plumbing on CPU, tiny sizes (CI runs it)
+# Environment: TORCHDEQ_WHEEL (a torchdeq .whl to install with --no-deps --no-index),
+# EQK_GPU_SUITE_BUDGET_S (default 480).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+BUDGET=${EQK_GPU_SUITE_BUDGET_S:-480}
+START=$(date +%s)
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || PY=python
+
+if [ $DRY = 1 ]; then
+  DEVICE=cpu
+  NAME=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+  NAME=${NAME:-$(uname -m)}
+else
+  DEVICE=cuda
+  NAME=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0))") || {
+    echo "error: no CUDA device visible to torch"; exit 2; }
+fi
+TAG=$(echo "$NAME" | tr -c 'A-Za-z0-9\n' '_' | tr 'A-Z' 'a-z' | sed 's/__*/_/g; s/_$//')
+DEST=${OUT:-benchmarks/results/gpu_${TAG}}
+[ $DRY = 1 ] && DEST=${OUT:-$(mktemp -d)}/dry_run
+mkdir -p "$DEST"
+SUMMARY="$DEST/SUMMARY.md"
+FAILED=0
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+
+# stage NAME LIMIT_S CMD...: runs CMD with a time limit (never past the budget), logs it,
+# and records its status and time in SUMMARY.md.
+stage() {
+  local name=$1 limit=$2; shift 2
+  local rem; rem=$(left)
+  (( limit > rem )) && limit=$rem
+  if (( limit < 5 )); then
+    echo "| $name | skipped: budget spent | - |" >> "$SUMMARY"; FAILED=1; return
+  fi
+  echo; echo "=== $name (limit ${limit}s, $(date +%T))"
+  local t0; t0=$(date +%s)
+  timeout "$limit" "$@" 2>&1 | tee "$DEST/$name.log"
+  local rc=${PIPESTATUS[0]} dt=$(( $(date +%s) - t0 ))
+  local status=ok
+  if [ "$rc" = 124 ]; then status="TIMEOUT"; FAILED=1
+  elif [ "$rc" != 0 ]; then status="FAILED (rc $rc)"; FAILED=1; fi
+  echo "| $name | $status | ${dt}s |" >> "$SUMMARY"
+  echo "=== $name: $status in ${dt}s"
+}
+
+{
+  echo "# eqkernels GPU suite$([ $DRY = 1 ] && echo ' (dry run on CPU)')"
+  echo
+  echo "device: $NAME"
+  "$PY" -c "import torch, sys; print(f'python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda})')"
+  "$PY" -c "import triton; print(f'triton {triton.__version__}')" 2>/dev/null || echo "triton: not importable"
+  command -v nvcc >/dev/null && nvcc --version | tail -1
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  echo "date: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo
+  echo "| stage | status | time |"
+  echo "|---|---|---|"
+} > "$SUMMARY"
+cat "$SUMMARY"
+
+if [ -n "${TORCHDEQ_WHEEL:-}" ]; then
+  "$PY" -m pip install --quiet --no-deps --no-index "$TORCHDEQ_WHEEL" || echo "torchdeq wheel not installed"
+fi
+
+if [ $DRY = 1 ]; then
+  # The in-tree CPU build is reused (CI built it); the CUDA build itself is CI's own stage.
+  stage build 60 "$PY" -c "import eqkernels, pprint; pprint.pprint(eqkernels.backends())"
+  SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --steps 20 --repeats 1"
+  SIZES_S=4x32; BENCH_ARGS="--device cpu"
+  PYTEST_ARGS="-m gpu -q tests"
+else
+  ARCH=$("$PY" -c "import torch; a, b = torch.cuda.get_device_capability(0); print(f'{a}{b}')")
+  stage build 200 env EQK_CUDA_ARCHS="$ARCH" MAX_JOBS="$(nproc)" "$PY" setup.py -q build_ext --inplace
+  stage import 30 "$PY" -c "import eqkernels, pprint; b = eqkernels.backends(); pprint.pprint(b); assert b['cuda'][0], b['cuda']"
+  SIZES_A="64x256x6,1024x1024x6,256x8192x8,1024x4x16"; BATCHES=1,64,512
+  LOOP="--seconds 1 --repeats 3"; SIZES_S="64x256,512x1024"; BENCH_ARGS="--device cuda"
+  PYTEST_ARGS="-m gpu -q -x tests"
+fi
+
+stage gpu_tests 150 "$PY" -m pytest $PYTEST_ARGS -p no:cacheprovider
+stage bench_anderson_mix 60 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
+  --out "$DEST/anderson_mix_${TAG}.md"
+stage bench_block_loop 90 "$PY" benchmarks/bench_block_loop.py $BENCH_ARGS --batches "$BATCHES" $LOOP \
+  --out "$DEST/block_loop_${TAG}.md"
+stage bench_solver_overhead 60 "$PY" benchmarks/bench_solver_overhead.py $BENCH_ARGS --sizes "$SIZES_S" \
+  --repeats 3 --out "$DEST/solver_overhead_${TAG}.md"
+if [ -f benchmarks/bench_sudoku_eval.py ]; then
+  stage bench_sudoku_eval 60 "$PY" benchmarks/bench_sudoku_eval.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
+    --out "$DEST/sudoku_eval_${TAG}.md"
+else
+  echo "| bench_sudoku_eval | not run: benchmarks/bench_sudoku_eval.py does not exist yet | - |" >> "$SUMMARY"
+fi
+
+echo "| total | $([ $FAILED = 0 ] && echo ok || echo 'SOME STAGE FAILED') | $(( $(date +%s) - START ))s |" >> "$SUMMARY"
+echo; cat "$SUMMARY"; echo; echo "tables and logs: $DEST"
+exit $FAILED
