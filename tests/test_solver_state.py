@@ -157,23 +157,27 @@ def test_compaction_for_every_solver_matches_the_uncompacted_solve(name, seed):
 
 
 def test_warm_start_from_a_previous_state(seed):
-    """A warm start from a converged state of the same map needs (almost) no steps; from a
-    state of a nearby map it needs fewer than a cold start."""
-    f, W, x = tanh_map(B=4, n=32, norm=0.95)
+    """A warm start from a converged state of the same map stops at once; from a state of a
+    nearby map, fixed-point iteration (a linear rate) needs fewer steps than a cold start."""
+    f, W, x = tanh_map(B=4, n=32, norm=0.8)
     z0 = torch.zeros(4, 32, dtype=torch.float64)
-    solver, opts = eqk.Anderson(m=6), eqk.SolveOptions(max_iter=300, tol=1e-10)
-    _, cold, state = eqk.solve(f, z0, solver, opts, return_state=True)
+    opts = eqk.SolveOptions(max_iter=300, tol=1e-10)
+    for solver in (eqk.Anderson(m=6), eqk.FixedPoint(), eqk.Broyden()):
+        _, cold, state = eqk.solve(f, z0, solver, opts, return_state=True)
+        for keep in (True, False):
+            _, again = eqk.solve(f, None, solver, opts, state=state.warm_start(keep_history=keep))
+            assert again.converged.all() and (again.nstep == 1).all(), f"seed {seed} {solver}"
     x2 = x + 1e-3 * torch.randn_like(x)
     f2 = lambda z: torch.tanh(z @ W.T + x2)
-    _, cold2 = eqk.solve(f2, z0, solver, opts)
-    for keep in (True, False):
-        z_w, warm = eqk.solve(f2, None, solver, opts, state=state.warm_start(keep_history=keep))
-        assert warm.converged.all() and (warm.nstep < cold2.nstep).all(), f"seed {seed} keep {keep}"
-        assert (warm.nstep >= 1).all()
-    with pytest.raises(ValueError, match="made by solver 'anderson', not 'broyden'"):
+    fp = eqk.FixedPoint()
+    _, _, state = eqk.solve(f, z0, fp, opts, return_state=True)
+    _, cold2 = eqk.solve(f2, z0, fp, opts)
+    _, warm = eqk.solve(f2, None, fp, opts, state=state.warm_start())
+    assert warm.converged.all() and (warm.nstep < cold2.nstep).all(), f"seed {seed}"
+    with pytest.raises(ValueError, match="made by solver 'fixed_point', not 'broyden'"):
         eqk.solve(f, None, eqk.Broyden(), opts, state=state)
     with pytest.raises(ValueError, match="either z0 or state"):
-        eqk.solve(f, z0, solver, opts, state=state)
+        eqk.solve(f, z0, fp, opts, state=state)
 
 
 def test_transposed_z0_reaches_the_kernels_contiguous(seed):
