@@ -4,8 +4,9 @@ The recipe, as EqR's `InnerNetwork` computes it:
   x = embed(tokens) * sqrt(hidden); latents z_H, z_L: (B, 81, hidden).
   One update of a latent z with injection u:
       z <- (1 - damping) z + damping * blocks(z + u) + noise_std * eps
-  run by `eqk.LoopedUpdate` (fused and in place at inference, plain PyTorch ops autograd
-  records in training, one counter-based noise stream for both).
+  run by `eqk.LoopedUpdate`: fused and in place at inference; in training the same fused
+  update gives the value and autograd records the linear part's gradient (one counter-based
+  noise stream for both).
   One round = L_cycles updates of z_L with u = z_H + x, then one update of z_H with u = z_L.
   One reasoning step = H_cycles rounds. Outputs: lm_head(z_H) per cell, and the halting
   head on z_H's first token (logit 0 = "halt").
@@ -300,7 +301,14 @@ class SudokuReasoner(nn.Module):
         """The one update formula: z <- (1-damping) z + damping * blocks(z + inj) + noise.
         Fused and in place on z unless `record` (then a new tensor autograd records)."""
         f_out = self.L_level.apply(z + inj, weights)
-        return upd.differentiable(z, f_out) if record else upd(z, f_out)
+        if not record:
+            return upd(z, f_out)
+        # Recorded: the value from the fused op (same kernel, noise stream and step counter as
+        # inference, much cheaper than drawing the noise with PyTorch ops), the gradient of
+        # the linear part; lin - lin.detach() is exactly 0, so the value is the fused one.
+        new = upd(z.detach().clone(), f_out.detach())
+        lin = (1.0 - upd.damping) * z + upd.damping * f_out
+        return new + (lin - lin.detach())
 
     def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False):
         """L_cycles updates of z_L (injection z_H + x), then one of z_H (injection z_L).
