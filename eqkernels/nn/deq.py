@@ -83,6 +83,7 @@ class DEQ(nn.Module):
         self.options = SolveOptions(max_iter=max_iter, tol=tol, stop_mode=stop_mode,
                                     check_every=check_every, on_diverge=on_diverge,
                                     trajectory=trajectory, progress=progress, **driver)
+        adj_driver = {}
         if backward_solver is None and backward_solver_kwargs is None:
             self.adjoint_obj = self.solver_obj
             if isinstance(self.solver_obj, SOLVER_CLASSES["damped"]):
@@ -92,10 +93,12 @@ class DEQ(nn.Module):
             if backward_solver is None:
                 backward_solver = solver if isinstance(solver, str) else self.solver_name
             self.adjoint_obj, adj_driver = _make_solver(backward_solver, backward_solver_kwargs)
-            adj_driver.pop("compact_below", None)
+            if adj_driver.get("compact_below") is not None:
+                raise ValueError("backward_solver_kwargs['compact_below']: the adjoint map cannot "
+                                 "be restricted to batch rows; compaction is a forward option")
         self.adjoint_options = SolveOptions(
             max_iter=backward_max_iter or max_iter, tol=backward_tol or tol, stop_mode=stop_mode,
-            check_every=check_every, on_diverge=on_diverge)
+            check_every=check_every, on_diverge=on_diverge, **adj_driver)
         if not eval_factor > 0:
             raise ValueError(f"eval_factor must be > 0, got {eval_factor!r}")
         self.eval_max_iter = eval_max_iter or max(1, int(max_iter * eval_factor))
