@@ -219,3 +219,29 @@ def test_damped_object_runs_through_the_driver(seed):
     assert torch.equal(z1, z2) and (i1.nstep == 30).all()
     with pytest.raises(ValueError, match="keeps its state inside"):
         eqk.solve(f, z0, eqk.Damped(), return_state=True)
+
+
+@pytest.mark.skipif(not _backends.backends()["cpp"][0], reason="needs the compiled CPU kernel "
+                    "(the reference step is too slow for 40,000 steps in a unit test)")
+def test_resume_a_40000_step_solve(seed):
+    """20,000 steps, save, restore, 20,000 more == 40,000 in one call (bitwise), with the
+    stopping test never met (f(z) - z = 1 + 0.5 sin(W z + x) >= 0.5 elementwise: no fixed
+    point) so every step runs, with a Gram matrix that keeps changing."""
+    _, W, x = tanh_map(B=2, n=8, norm=2.5)
+    f = lambda z: z + 1 + 0.5 * torch.sin(z @ W.T + x)
+    z0 = torch.randn(2, 8, dtype=torch.float64)
+    solver = eqk.Anderson(m=4, backend="cpp")
+    opts = eqk.SolveOptions(max_iter=40_000, tol=1e-12)
+    z_full, info_full, st_full = eqk.solve(f, z0, solver, opts, return_state=True)
+    _, _, state = eqk.solve(f, z0, solver, opts.replace(max_iter=20_000), return_state=True)
+    buf = io.BytesIO()
+    torch.save(state.state_dict(), buf)
+    buf.seek(0)
+    z_b, info_b, st_b = eqk.solve(f, None, solver, opts.replace(max_iter=20_000),
+                                  state=eqk.SolverState.from_state_dict(torch.load(buf)),
+                                  return_state=True)
+    assert (info_full.nstep == 40_000).all() and st_b.steps == 40_000
+    assert torch.equal(z_b, z_full), f"seed {seed}"
+    assert torch.equal(st_b.z, st_full.z) and torch.equal(info_b.nstep, info_full.nstep)
+    for k in st_full.buffers:
+        assert torch.equal(st_b.buffers[k], st_full.buffers[k]), k
