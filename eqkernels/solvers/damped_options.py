@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eqkernels.solvers.damped import GRAPH_STEPS
+
 
 @dataclass(frozen=True)
 class Damped:
     """z <- (1 - damping) z + damping f(z) + noise_std * eps; damping in (0, 1],
-    noise_std >= 0, seed: int for the noise stream; backend as for eqk.damped."""
+    noise_std >= 0, seed: int for the noise stream; backend, cuda_graph and graph_steps as
+    for eqk.damped (which validates those)."""
 
     damping: float = 1.0
     noise_std: float = 0.0
     seed: int = 0
     backend: str = "auto"
+    cuda_graph: bool = False
+    graph_steps: int = GRAPH_STEPS
     name = "damped"
 
     def __post_init__(self):
@@ -40,4 +45,5 @@ class Damped:
                       noise_std=self.noise_std, seed=self.seed, check_every=options.check_every,
                       on_diverge=options.on_diverge, trajectory=options.trajectory,
                       progress=options.progress, backend=self.backend,
-                      compact_below=options.compact_below)
+                      compact_below=options.compact_below, cuda_graph=self.cuda_graph,
+                      graph_steps=self.graph_steps)
