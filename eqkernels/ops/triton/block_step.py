@@ -49,6 +49,11 @@ from eqkernels.ops.constants import NOISE_STEP_OFFSET, REL_EPS
 # thread at 8 warps is ~65 registers on sm_90 with noise (ptxas), vs ~230 at 16;
 # the interpreter pays per operation, not per element, so it takes big tiles.
 _TILE_ELEMS_GPU = 1024
+# The noisy step keeps the hash / Box-Muller temporaries of every element live too: at 1024
+# elements as (2, 512), and at 512 as (4..16, 128..32) in float64, ptxas spilled 8-24 B on
+# sm_80 at its 64-register choice (scripts/triton_aot.py); 256 (one element a thread at 8
+# warps) stays under 64 registers without a spill.
+_TILE_ELEMS_GPU_NOISE = 256
 _TILE_ELEMS_INTERPRETED = 1 << 16
 _MAX_BLOCK_N_INTERPRETED = 4096
 _NUM_WARPS = 8
@@ -205,9 +210,10 @@ def _block_step_kernel(
     tl.store(active_ptr + rows, 0, mask=act & ((finite == 0) | done))
 
 
-def _block_sizes(B, n, interpreted):
+def _block_sizes(B, n, interpreted, noisy=False):
     """(BLOCK_B, BLOCK_N): one sample per program on wide rows, several on short ones."""
-    budget = _TILE_ELEMS_INTERPRETED if interpreted else _TILE_ELEMS_GPU
+    budget = (_TILE_ELEMS_INTERPRETED if interpreted
+              else _TILE_ELEMS_GPU_NOISE if noisy else _TILE_ELEMS_GPU)
     cap_n = _MAX_BLOCK_N_INTERPRETED if interpreted else budget
     BLOCK_N = min(triton.next_power_of_2(max(n, 1)), max(cap_n, 16))
     BLOCK_B = min(triton.next_power_of_2(B), max(budget // BLOCK_N, 1))
@@ -217,7 +223,7 @@ def _block_sizes(B, n, interpreted):
 def kernel_config(B: int, n: int, dtype: torch.dtype, sigma: float, stop_rel: bool,
                   interpreted: bool = False) -> dict:
     """The constexprs and num_warps one launch uses (scripts/triton_aot.py compiles these)."""
-    BLOCK_B, BLOCK_N = _block_sizes(B, n, interpreted)
+    BLOCK_B, BLOCK_N = _block_sizes(B, n, interpreted, noisy=float(sigma) != 0)
     return dict(W=tl.float64 if dtype == torch.float64 else tl.float32,
                 HAS_NOISE=float(sigma) != 0, REL_MODE=bool(stop_rel), INTERPRETED=interpreted,
                 BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS)
