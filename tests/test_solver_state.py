@@ -1,5 +1,6 @@
 """Solver objects with explicit state: one driver, compaction, warm starts, save/resume."""
 import io
+import math
 import random
 
 import pytest
@@ -225,10 +226,11 @@ def test_damped_object_runs_through_the_driver(seed):
                     "(the reference step is too slow for 40,000 steps in a unit test)")
 def test_resume_a_40000_step_solve(seed):
     """20,000 steps, save, restore, 20,000 more == 40,000 in one call (bitwise), with the
-    stopping test never met (f(z) - z = 1 + 0.5 sin(W z + x) >= 0.5 elementwise: no fixed
-    point) so every step runs, with a Gram matrix that keeps changing."""
+    stopping test never met so every step runs, with a Gram matrix that keeps changing:
+    f(z) = (z + 1 + 0.5 sin(W z + x)) mod 2 pi has no fixed point (f(z) - z is 1 + 0.5 sin(.)
+    minus a multiple of 2 pi, never 0) and keeps z bounded (no float absorption)."""
     _, W, x = tanh_map(B=2, n=8, norm=2.5)
-    f = lambda z: z + 1 + 0.5 * torch.sin(z @ W.T + x)
+    f = lambda z: torch.remainder(z + 1 + 0.5 * torch.sin(z @ W.T + x), 2 * math.pi)
     z0 = torch.randn(2, 8, dtype=torch.float64)
     solver = eqk.Anderson(m=4, backend="cpp")
     opts = eqk.SolveOptions(max_iter=40_000, tol=1e-12)
