@@ -115,6 +115,9 @@ class DEQ(nn.Module):
             raise ValueError(f"starts must be an int >= 1, got {starts!r}")
         if not (aggregate in AGGREGATES or callable(aggregate)):
             raise ValueError(f"aggregate must be one of {AGGREGATES} or a callable, got {aggregate!r}")
+        if self.supervises and not hasattr(self.solver_obj, "init"):
+            raise ValueError(f"multi-state supervision needs a solver with explicit state "
+                             f"(anderson, fixed_point, broyden), not {self.solver_name!r}")
         if starts > 1 and self.supervises:
             raise ValueError("starts > 1 cannot be combined with multi-state supervision "
                              "(n_states / indexing / sup_gap / sup_loc)")
@@ -138,6 +141,7 @@ class DEQ(nn.Module):
 
         Returns (z, info): z shaped like z0, on the graph chosen by the backward mode.
         """
+        mode = _check_backward(backward or self.backward_mode)
         z0, nonfinite = _check_inputs(x, z0, self.block, self.validate_inputs)
         # One map per forward: normalised weights and dropout masks fixed for the whole solve.
         if isinstance(self.block, nn.Module):  # a plain callable block has none
@@ -170,7 +174,6 @@ class DEQ(nn.Module):
         if self.jac_reg is not None:  # its own f(z*) evaluation: independent of the backward mode
             info.jac_loss = (self.jac_reg(f, z_star) if self.training and torch.is_grad_enabled()
                              else z_star.new_zeros(()))
-        mode = _check_backward(backward or self.backward_mode)
         if supervise:
             states, z = self._supervised_states(f, (info.captured or []) + [z_star], mode)
             info.states = [spec.unpack(s.to(spec.dtype)) for s in states]
