@@ -1,22 +1,18 @@
 """Sudoku data: CSV round trip, token encoding, the generator and rater, augmentation validity,
 and clear errors for malformed input. Every test draws a fresh seed (printed on failure)."""
-import os
 import random
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-
-from sudoku import data as sdata  # noqa: E402
-from sudoku.augment import (apply_symmetry, augment_batch, random_symmetry,  # noqa: E402
+from sudoku import data as sdata
+from sudoku.augment import (apply_symmetry, augment_batch, random_symmetry,
                             symmetry_indices)
-from sudoku.generate import (GenConfig, generate, generate_one, mean_guesses,  # noqa: E402
+from sudoku.generate import (GenConfig, generate, generate_one, mean_guesses,
                              random_full_grid, rate, rating_of_mean)
-from sudoku.solver import count_solutions, guesses, is_solution, solve  # noqa: E402
-from sudoku.tokens import decode, encode, encode_many, from_string, to_string  # noqa: E402
+from sudoku.solver import count_solutions, guesses, is_solution, solve
+from sudoku.tokens import decode, encode, encode_many, from_string, to_string
 
 
 def _reference_count(grid, limit):

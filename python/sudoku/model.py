@@ -72,6 +72,8 @@ class ReasonerConfig:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must be in (0, 1], got {self.damping!r}")
+        if self.attention and self.latent_dtype != "float32":
+            raise ValueError("attention token mixing runs float32 latents only (latent_dtype)")
         if self.noise_std < 0 or self.H_init_std < 0 or self.L_init_std < 0:
             raise ValueError("noise_std, H_init_std and L_init_std must be >= 0")
 
