@@ -172,8 +172,8 @@ def generate(n: int, seed: int = 0, workers: int = 2, cfg: Optional[GenConfig] =
     out, seen = [], set()
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, unit="puzzle", smoothing=0.05)
+        from eqkernels.progress import progress_bar
+        bar = progress_bar(total=n, desc="generate", unit="puzzle", smoothing=0.05)
 
     def consume(results) -> None:
         for _, (question, answer, rating, _) in results:
