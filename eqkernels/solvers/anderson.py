@@ -56,16 +56,16 @@ class Anderson:
         name, fused = resolve_anderson_step(state.z.device, self.backend)
         b = state.buffers
         hist = AndersonHistory(X=b["X"], G=b["G"], gram=b["gram"], count=b["count"])
-        call = functools.partial(fused, state=state.track, hist=hist, tol=options.tol,
-                                 stop_mode=options.stop_mode, beta=self.beta, lam=self.lam,
-                                 restart_growth=self.restart_growth)
-
-        def step(z, fz):
-            return call(z, fz, z)
+        # step(z, fz): in place (z_out is the state's iterate, which the driver passes as z)
+        step = functools.partial(fused, z_out=state.z, state=state.track, hist=hist,
+                                 tol=options.tol, stop_mode=options.stop_mode, beta=self.beta,
+                                 lam=self.lam, restart_growth=self.restart_growth)
         return name, step
 
     def step(self, z, fz, state: SolverState, options):
-        """One step in place on z and state; returns the live count or None."""
+        """One step in place on state (z must be state.z, its iterate); returns None."""
+        if z is not state.z:
+            raise ValueError("z must be state.z (the step advances the state's iterate in place)")
         return self.bind(state, options)[1](z, fz)
 
 

@@ -223,7 +223,10 @@ def _evaluate(f, z):
 def _report_divergence(info: SolverInfo, on_diverge: str) -> None:
     if on_diverge == "ignore":
         return
-    n_bad = int(info.diverged.sum())
+    d = info.diverged
+    if d.device.type == "cpu" and not d.requires_grad and 1 not in d.numpy().tobytes():
+        return  # the common case, without a torch reduction
+    n_bad = int(d.sum())
     if n_bad == 0:
         return
     msg = (f"{info.solver}: {n_bad} of {info.diverged.numel()} samples produced NaN/Inf; they "

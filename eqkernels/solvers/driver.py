@@ -109,8 +109,9 @@ def solve(f, z0: Optional[torch.Tensor], solver, options: Optional[SolveOptions]
     Returns (z, info), or (z, info, state) with return_state (the state after the last
     step: pass it back as state= to go on exactly where this call stopped).
     """
-    from eqkernels.solvers import as_solver
-    solver = as_solver(solver)
+    if isinstance(solver, str) or not (hasattr(solver, "bind") or hasattr(solver, "run")):
+        from eqkernels.solvers import as_solver
+        solver = as_solver(solver)
     options = SolveOptions() if options is None else options
     if not isinstance(options, SolveOptions):
         raise TypeError(f"options must be an eqk.SolveOptions, got {type(options).__name__}")
