@@ -18,6 +18,9 @@ flattened (B, n) tensor at step key k takes two uniforms
     u_j = (hash(hash(2 i + j) ^ k) >> 8 + 0.5) / 2**24,  j = 0, 1
 (hash = Wellons' 32-bit "lowbias32" mixer, all arithmetic mod 2**32) and
     eps = sqrt(-2 ln u_0) * cos(2 pi u_1)           (Box-Muller, in float32).
+The uniforms are bit-identical on every backend; ln and cos are each backend's own float32
+versions (vectorised polynomials in the C++ kernel, libdevice on CUDA), so eps agrees to a
+few float32 ulp (|d eps| < 1e-6 measured), not bit for bit, and float64 state inherits that.
 The key of update number t of a run seeded with `seed` is `noise_key(seed, t)`. The op reads
 t from the device: `step` is a (1,) int64 tensor counting the updates drawn so far; a call
 draws the key noise_key(seed, step + 1) and stores step + 1, on the device, so a CUDA graph

@@ -1,0 +1,120 @@
+"""Sudoku evaluation throughput: block applications per second at breadth B, and the time a
+1,000-puzzle x breadth-8 x 40,000-layer evaluation would take at that rate.
+
+The model is the recipe's (hidden 512, 2 layers, H3/L6, token MLP) with random weights (the
+throughput does not depend on the weights); the puzzles are random boards (tokens 1..10).
+Two loops run the same reasoning steps on the same starts, interleaved, one after the other:
+  eager  the EqR-style loop: each update written in plain PyTorch,
+         z = (1 - damping) z + damping * blocks(z + inj) + noise_std * randn_like(z);
+  ours   sudoku.evaluate.reasoning_steps (every update through eqk.LoopedUpdate, in place),
+         run at full depth, so both do the same work.
+A block application is one pass of the layer stack over one start's (81, hidden) latent; a
+reasoning step is H_cycles x (L_cycles + 1) of them; "layers" counts each of the stack's
+layers (EqR's 40,000-layer runs), so one block application is cfg.layers layers.
+
+    python benchmarks/bench_sudoku_eval.py --device cuda --puzzles 1000 --breadth 8
+    python benchmarks/bench_sudoku_eval.py --dry-run        # tiny sizes, CPU (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from timing import (REPO_ROOT, environment_lines, measure, median, report, setup_device,
+                    use_repo_checkout)
+
+use_repo_checkout()
+sys.path.insert(0, os.path.join(REPO_ROOT, "python"))  # the domain models live in python/
+
+from sudoku.evaluate import reasoning_steps  # noqa: E402
+from sudoku.model import ReasonerConfig, SudokuReasoner  # noqa: E402
+
+TARGET = dict(puzzles=1000, breadth=8, layers=40_000, minutes=10)
+
+
+def eager_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tensor:
+    """The plain-PyTorch loop of the same reasoning steps; returns the final predictions."""
+    cfg = model.cfg
+    h, l = (t.clone() for t in starts)
+    x = model.embed(tokens)
+
+    def update(z, inj):
+        out = model.L_level(z + inj)
+        return (1 - cfg.damping) * z + cfg.damping * out + cfg.noise_std * torch.randn_like(z)
+
+    for _ in range(steps):
+        for _ in range(cfg.H_cycles):
+            for _ in range(cfg.L_cycles):
+                l = update(l, h + x)
+            h = update(h, l)
+    return model.heads(h)[0].argmax(-1)
+
+
+def ours_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tensor:
+    record = None
+    for record in reasoning_steps(model, tokens, starts, depth=steps, full_depth=True, seed=0):
+        pass
+    return record.pred
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="latent dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--puzzles", type=int, default=1000)
+    p.add_argument("--breadth", type=int, default=8)
+    p.add_argument("--steps", type=int, default=2, help="reasoning steps timed per call")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dry-run", action="store_true", help="tiny sizes: checks the plumbing")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.puzzles, args.breadth, args.steps, args.hidden, args.repeats = 4, 2, 1, 32, 1
+    device = setup_device(args.device, args.threads)
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+
+    torch.manual_seed(0)
+    cfg = ReasonerConfig(hidden=args.hidden, latent_dtype=dtype)
+    model = SudokuReasoner(cfg).to(device).eval()
+    n = args.puzzles * args.breadth
+    tokens = torch.randint(1, 11, (n, cfg.seq_len), device=device)
+    starts = model.initial_carry(n, device)
+    per_step = cfg.H_cycles * (cfg.L_cycles + 1)
+    applications = n * args.steps * per_step
+
+    rows, rates = [], {}
+    with torch.no_grad():
+        loops = {"eager": eager_steps, "ours": ours_steps}
+        times = {name: [] for name in loops}
+        for _ in range(args.repeats):  # interleaved, so drift hits both alike
+            for name, loop in loops.items():
+                times[name] += measure(lambda: loop(model, tokens, starts, args.steps), device,
+                                       warmup=0 if times[name] else 1, repeats=1)
+    for name in loops:
+        seconds = median(times[name])
+        rates[name] = applications / seconds
+        total_layers = TARGET["puzzles"] * TARGET["breadth"] * TARGET["layers"]
+        minutes = total_layers / cfg.layers / rates[name] / 60
+        rows.append([name, f"{seconds * 1e3:.1f}", f"{rates[name]:,.0f}",
+                     f"{rates[name] * cfg.layers:,.0f}", f"{minutes:,.1f}",
+                     f"{rates[name] / rates['eager']:.2f}"])
+    header = [f"Sudoku eval throughput ({device.type}, {dtype})", *environment_lines(device),
+              f"model: hidden {cfg.hidden}, {cfg.layers} layers, H{cfg.H_cycles}/L{cfg.L_cycles}, "
+              f"token MLP; {args.puzzles} puzzles x breadth {args.breadth} = {n} starts, "
+              f"{args.steps} reasoning steps ({per_step} block applications each) per timed call, "
+              f"median of {args.repeats}" + (" (dry run: tiny sizes)" if args.dry_run else "")]
+    notes = [f"extrapolated: {TARGET['puzzles']} puzzles x breadth {TARGET['breadth']} x "
+             f"{TARGET['layers']:,} layers at the measured rate (goal <= {TARGET['minutes']} "
+             f"minutes on one GPU); ratio = rate / eager's rate in the same run."]
+    report(header, ["loop", "ms / call", "block apps / s", "layers / s", "extrapolated min",
+                    "vs eager"], rows, notes, args.out)
+
+
+if __name__ == "__main__":
+    main()
