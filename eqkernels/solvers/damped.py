@@ -42,8 +42,8 @@ from collections import OrderedDict
 import torch
 
 from eqkernels.ops.block_step import new_step_counter, residual_dtype, resolve_block_step
-from eqkernels.ops.tracking import STOP_MODES, SolveState
-from eqkernels.solvers.base import SolverInfo, _report_divergence, iterate
+from eqkernels.ops.tracking import SolveState
+from eqkernels.solvers.base import SolverInfo, _report_divergence, iterate, validate_options
 
 SNAPSHOT_EVERY = 16
 GRAPH_STEPS = 16       # K: steps per captured segment (default)
@@ -215,16 +215,8 @@ class SegmentRunner:
 def _run_segments(f, z0, *, max_iter, tol, stop_mode, damping, noise_std, seed, on_diverge,
                   backend, K, step_offset=0, stop_below=None):
     """The loop of _run in segments of K steps (CUDA-graph mode); same iterates and state."""
-    if not isinstance(z0, torch.Tensor) or z0.dim() != 2 or z0.dtype not in (torch.float32,
-                                                                            torch.float64):
-        raise ValueError(f"z0 must be a (B, n) float32/float64 tensor, got "
-                         f"{tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0)}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
-    if stop_mode not in STOP_MODES:
-        raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    validate_options(z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode, check_every=None,
+                     on_diverge=on_diverge)
     device = z0.device
     name, fused_step = resolve_block_step(device, backend)
     # Static buffers: every captured segment reads and writes these, and only these.
