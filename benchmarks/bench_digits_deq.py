@@ -37,7 +37,7 @@ import time
 import torch
 from torch import nn
 
-from timing import environment_lines, report, setup_device, use_repo_checkout
+from timing import environment_lines, report, setup_device, use_repo_checkout, vm_kib
 
 use_repo_checkout()
 
@@ -159,17 +159,6 @@ def build(lib, raw, cfg):
 
 # --------------------------------------------------------------------------- memory
 
-def _vm_kib(field):
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _reset_peak(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -180,7 +169,7 @@ def _reset_peak(device):
             fh.write("5")  # VmHWM := current RSS
     except OSError:
         return None
-    return _vm_kib("VmRSS")
+    return vm_kib("VmRSS")
 
 
 def _peak_growth_mib(device, start):
@@ -189,7 +178,7 @@ def _peak_growth_mib(device, start):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - start) / 2**20
-    peak = _vm_kib("VmHWM")
+    peak = vm_kib("VmHWM")
     return None if peak is None else (peak - start) / 1024
 
 

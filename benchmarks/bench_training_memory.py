@@ -24,7 +24,7 @@ import argparse
 import torch
 from torch import nn
 
-from timing import environment_lines, report, use_repo_checkout
+from timing import environment_lines, report, use_repo_checkout, vm_kib
 
 use_repo_checkout()
 
@@ -42,17 +42,6 @@ class TanhBlock(nn.Module):
 
     def forward(self, z, x):
         return torch.tanh(z @ self.W.T + x @ self.U.T)
-
-
-def _vm_kib(field):
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def _reset_peak():
@@ -73,10 +62,10 @@ def measure(step):
         return t
 
     can_peak = _reset_peak()
-    before = _vm_kib("VmRSS")
+    before = vm_kib("VmRSS")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step()
-    peak = _vm_kib("VmHWM") if can_peak else None
+    peak = vm_kib("VmHWM") if can_peak else None
     growth = None if peak is None or before is None else (peak - before) / 1024
     return saved[0] / 2**20, growth
 

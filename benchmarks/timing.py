@@ -99,6 +99,19 @@ def copy_bandwidth(device: torch.device, nbytes: int, repeats: int = 10) -> floa
 
 # ------------------------------------------------------------------------ environment
 
+def vm_kib(field: str):
+    """A memory field of this process from /proc/self/status (e.g. "VmRSS", "VmHWM") in KiB,
+    or None where the file or field is missing (not Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
