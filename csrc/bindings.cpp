@@ -1,7 +1,7 @@
 // The compiled module eqkernels._C. The fused ops themselves are torch.library ops
 // (torch.ops.eqk.*: schemas in csrc/ops/, implementations per dispatch key in csrc/cpu/ and
-// csrc/cuda/), registered when this library loads; this pybind11 module only says what was
-// built and exposes the compiled copies of the shared constants.
+// csrc/cuda/), registered when this library loads; this pybind11 module says what was built,
+// exposes the compiled copies of the shared constants, and the bound CPU Anderson step.
 #include "ops.h"
 
 #ifdef EQK_WITH_CUDA
@@ -63,6 +63,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return d;
   });
 #endif
+  // The Anderson CPU step bound to one solve's state (csrc/ops.h); eqkernels/ops/anderson_mix.py
+  // bind_anderson_step makes it, the eager solver loop calls it once per step.
+  pybind11::class_<eqk::AndersonStepCpu>(m, "AndersonStepCpu")
+      .def(pybind11::init<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, bool, double,
+                          double, double>())
+      .def("__call__", &eqk::AndersonStepCpu::operator(), pybind11::arg("z"),
+           pybind11::arg("fz"), pybind11::call_guard<pybind11::gil_scoped_release>());
   // The host side of the compiled noise key, to test it against block_step.noise_key.
   m.def("noise_key", [](int64_t seed, int64_t step) { return eqk::noise_key(seed, step); });
 }

@@ -35,6 +35,29 @@ void check_anderson_step(const at::Tensor& z, const at::Tensor& fz, const at::Te
                          const at::Tensor& best_z, const at::Tensor& X, const at::Tensor& G,
                          const at::Tensor& gram, const at::Tensor& count);
 
+// The CPU Anderson step bound to one solve's state (eqkernels/ops/anderson_mix.py,
+// bind_anderson_step). The state and history tensors are checked once, here, and held; each
+// call takes the bound iterate z and a new fz, runs eqk::anderson_step's CPU kernel in place
+// (z_out = z) and returns how many samples are still active. The eager solver loop uses it
+// instead of torch.ops.eqk.anderson_step: one pybind11 call per step instead of boxing 16
+// tensors through the dispatcher, which costs more than the kernel itself at small B.
+// (Version counters of the held tensors are not bumped: they belong to the solver.)
+class AndersonStepCpu {
+ public:
+  AndersonStepCpu(at::Tensor z, at::Tensor active, at::Tensor converged, at::Tensor diverged,
+                  at::Tensor nstep, at::Tensor abs_res, at::Tensor rel_res, at::Tensor best_abs,
+                  at::Tensor best_rel, at::Tensor best_z, at::Tensor X, at::Tensor G,
+                  at::Tensor gram, at::Tensor count, double tol, bool stop_rel, double beta,
+                  double lam, double restart_growth);
+  // z must be the bound iterate; fz: z's shape and dtype, contiguous, on the CPU.
+  int64_t operator()(const at::Tensor& z, const at::Tensor& fz);
+
+ private:
+  at::Tensor z_, active_, converged_, diverged_, nstep_, abs_res_, rel_res_, best_abs_,
+      best_rel_, best_z_, X_, G_, gram_, count_;
+  AndersonParams p_;
+};
+
 // "torch.float32" etc., as Python prints a dtype (the check messages match the Python ones).
 std::string dtype_name(at::ScalarType t);
 

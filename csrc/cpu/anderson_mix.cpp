@@ -3,12 +3,13 @@
 //
 // One sample at a time (samples are independent; OpenMP over the batch when the work is
 // large enough to pay for the fork/join). Per sample:
-//   pass 1  reads z, fz and the history rows G_j that stay valid, in blocks of BLK elements:
-//           |g|^2, |fz|^2 and g . G_j, all accumulated in double;
+//   pass 1  reads z, fz and the history rows G_j that stay valid (all rows in one sweep), in
+//           blocks of BLK elements: |g|^2, |fz|^2 and g . G_j, all accumulated in double;
 //   decide  bookkeeping (nstep, residuals, divergence, best iterate, convergence), restart,
 //           ring-buffer slot, Gram row/column, k x k Cholesky solve for the mixing weights;
 //   pass 2  writes best_z (if improved), X[slot] = z, G[slot] = g, and
-//           z_out = sum_j alpha_j (X_j + beta G_j), again in blocks.
+//           z_out = sum_j alpha_j (X_j + beta G_j), in T with FMAs (float32: the mix agrees
+//           with the reference's float64 sum to a few ulp of its largest term).
 // z_out may alias z: within a block every z element is read (first loop) before the block's
 // z_out elements are written (last loop), and later blocks only touch later elements.
 // No heap allocation and no torch op inside the call: raw pointers, small stack arrays.
@@ -24,6 +25,7 @@
 #endif
 
 #include "../ops.h"
+#include "../ops/checks.h"
 #include "batch.h"
 
 namespace eqk {
@@ -107,6 +109,51 @@ inline vf_u narrow<float>(vd v) {
 }
 inline double hsum(vd v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
+// Pass 2 runs in T on 32-byte vectors (8 float or 4 double lanes): the mix is a short sum
+// of products (m terms, FMA), so float32 needs no widening there -- half the lanes' work and
+// no conversions. (Pass 1's norms and Gram dots stay in double: they feed a Cholesky solve.)
+typedef float vf8_u __attribute__((vector_size(32), aligned(4)));
+template <typename T>
+struct Wide;
+template <>
+struct Wide<float> {
+  typedef vf8_u type;
+};
+template <>
+struct Wide<double> {
+  typedef vd_u type;
+};
+template <typename T>
+inline typename Wide<T>::type wload(const T* p) {
+  return *reinterpret_cast<const typename Wide<T>::type*>(p);
+}
+template <typename T>
+inline void wstore(T* p, typename Wide<T>::type v) {
+  *reinterpret_cast<typename Wide<T>::type*>(p) = v;
+}
+
+// a * b + c in one rounding where the target has FMA. (Explicit: -std=c++20 turns GCC's
+// floating-point contraction off, so `a * b + c` would stay a multiply and an add.)
+inline vd fmadd(vd a, vd b, vd c) {
+#if defined(__FMA__)
+  return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+  return a * b + c;
+#endif
+}
+inline vf8_u fmadd(vf8_u a, vf8_u b, vf8_u c) {
+#if defined(__FMA__)
+  return (vf8_u)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+template <typename T>
+inline typename Wide<T>::type splat(T x) {
+  return typename Wide<T>::type{} + x;
+}
+
+
 // g = fz - z (rounded to T) of one block, widened into gbuf; adds |g|^2 and |fz|^2 to gg, ff.
 template <typename T>
 inline void residual_block(const T* z, const T* fz, int64_t len, double* gbuf, double& gg,
@@ -135,59 +182,93 @@ inline void residual_block(const T* z, const T* fz, int64_t len, double* gbuf, d
   ff += sf;
 }
 
-// sum_i gbuf[i] * row[i], four independent partial sums.
-template <typename T>
-inline double dot_block(const double* gbuf, const T* row, int64_t len) {
-  vd s0 = {0, 0, 0, 0}, s1 = s0, s2 = s0, s3 = s0;
+// out[r] += sum_i gbuf[i] * rows[r][i] for every r < R in one sweep: gbuf is loaded once per
+// element for all rows, and the R short row streams are in flight together (one 1-4 KB row
+// after another is too short for the hardware prefetcher to get ahead of).
+template <typename T, int R>
+inline void dots_block(const double* gbuf, const T* const* rows, int64_t len, double* out) {
+  vd acc[R > 0 ? R : 1];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = vd{0, 0, 0, 0};
   int64_t i = 0;
-  for (; i + 4 * VW <= len; i += 4 * VW) {
-    s0 += vd(vload(gbuf + i)) * widen<T>(vload(row + i));
-    s1 += vd(vload(gbuf + i + VW)) * widen<T>(vload(row + i + VW));
-    s2 += vd(vload(gbuf + i + 2 * VW)) * widen<T>(vload(row + i + 2 * VW));
-    s3 += vd(vload(gbuf + i + 3 * VW)) * widen<T>(vload(row + i + 3 * VW));
-  }
   for (; i + VW <= len; i += VW) {
-    s0 += vd(vload(gbuf + i)) * widen<T>(vload(row + i));
+    const vd gv = vload<double>(gbuf + i);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) acc[r] = fmadd(gv, widen<T>(vload(rows[r] + i)), acc[r]);
   }
-  double s = hsum((s0 + s1) + (s2 + s3));
-  for (; i < len; ++i) s += gbuf[i] * double(row[i]);
-  return s;
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    double s = hsum(acc[r]);
+    for (int64_t j = i; j < len; ++j) s += gbuf[j] * double(rows[r][j]);
+    out[r] += s;
+  }
 }
 
-// Pass 2 of one sample with R (compile time) other history rows:
-//   X[slot] = z, G[slot] = g, z_out = a_slot (z + beta g) + sum_r a_r (X_r + beta G_r).
+template <typename T>
+using DotsFn = void (*)(const double*, const T* const*, int64_t, double*);
+
+template <typename T, int... R>
+constexpr std::array<DotsFn<T>, sizeof...(R)> make_dots_table(std::integer_sequence<int, R...>) {
+  return {&dots_block<T, R>...};  // entry r dots r rows
+}
+
+// Pass 2 of one sample with R (compile time) other history rows, in T:
+//   X[slot] = z, G[slot] = g, best = z (if best is not null: the iterate improved),
+//   z_out = a_slot z + ab_slot g + sum_r (a_r X_r + ab_r G_r),   ab = alpha * beta.
 // Each element of z is loaded before the same element of z_out is stored (z_out may be z).
+// The weights and row pointers are copied into locals first: the stores below are of T, so
+// the compiler would otherwise reload the T weights after every store.
 template <typename T, int R>
-inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* zo, const T* const* xr,
-                         const T* const* gr, const double* ar, double a_slot, double beta,
-                         int64_t n) {
-  const vd vb = {beta, beta, beta, beta}, vas = {a_slot, a_slot, a_slot, a_slot};
-  int64_t i = 0;
-  for (; i + VW <= n; i += VW) {
-    const auto zt = vload(z + i);
-    const auto gt = vload(fz + i) - zt;
-    vstore(Xs + i, zt);
-    vstore(Gs + i, gt);
-    vd acc = vas * (widen<T>(zt) + vb * widen<T>(gt));
+inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* best, T* zo,
+                         const T* const* xr, const T* const* gr, const T* ar, const T* abr,
+                         T a_slot, T ab_slot, int64_t n) {
+  typedef typename Wide<T>::type V;
+  constexpr int64_t W = 32 / sizeof(T);
+  constexpr int RR = R > 0 ? R : 1;
+  V va[RR], vab[RR];
+  const T* px[RR];
+  const T* pg[RR];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
-      acc += ar[r] * (widen<T>(vload(xr[r] + i)) + vb * widen<T>(vload(gr[r] + i)));
-    vstore(zo + i, narrow<T>(acc));
+  for (int r = 0; r < R; ++r) {
+    va[r] = splat(ar[r]);
+    vab[r] = splat(abr[r]);
+    px[r] = xr[r];
+    pg[r] = gr[r];
+  }
+  const V vas = splat(a_slot), vabs = splat(ab_slot);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V zt = wload(z + i);
+    const V gt = wload(fz + i) - zt;
+    wstore(Xs + i, zt);
+    wstore(Gs + i, gt);
+    if (best) wstore(best + i, zt);
+    V acc = fmadd(vas, zt, vabs * gt);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      acc = fmadd(va[r], wload(px[r] + i), acc);
+      acc = fmadd(vab[r], wload(pg[r] + i), acc);
+    }
+    wstore(zo + i, acc);
   }
   for (; i < n; ++i) {
     const T zi = z[i];
     const T g = fz[i] - zi;
     Xs[i] = zi;
     Gs[i] = g;
-    double acc = a_slot * (double(zi) + beta * double(g));
-    for (int r = 0; r < R; ++r) acc += ar[r] * (double(xr[r][i]) + beta * double(gr[r][i]));
-    zo[i] = T(acc);
+    if (best) best[i] = zi;
+    T acc = std::fma(a_slot, zi, ab_slot * g);
+    for (int r = 0; r < R; ++r) {
+      acc = std::fma(ar[r], px[r][i], acc);
+      acc = std::fma(abr[r], pg[r][i], acc);
+    }
+    zo[i] = acc;
   }
 }
 
 template <typename T>
-using PushMixFn = void (*)(const T*, const T*, T*, T*, T*, const T* const*, const T* const*,
-                           const double*, double, double, int64_t);
+using PushMixFn = void (*)(const T*, const T*, T*, T*, T*, T*, const T* const*,
+                           const T* const*, const T*, const T*, T, T, int64_t);
 
 template <typename T, int... R>
 constexpr std::array<PushMixFn<T>, sizeof...(R)> make_push_mix_table(
@@ -285,17 +366,20 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   double dots[MAX_HISTORY];
   for (int o = 0; o < n_others; ++o) dots[o] = 0.0;
   alignas(64) double gbuf[BLK];
+  const T* rows[MAX_HISTORY];
+  static constexpr auto dots_table = make_dots_table<T>(std::make_integer_sequence<int, MAX_HISTORY>{});
   for (int64_t i0 = 0; i0 < n; i0 += BLK) {
     const int64_t len = std::min(BLK, n - i0);
     residual_block<T>(z + i0, fz + i0, len, gbuf, gg, ff);
-    for (int o = 0; o < n_others; ++o) dots[o] += dot_block<T>(gbuf, Gb + others[o] * n + i0, len);
+    for (int o = 0; o < n_others; ++o) rows[o] = Gb + others[o] * n + i0;
+    dots_table[n_others](gbuf, rows, len, dots);
   }
 
   // ---- decisions (tracking.track_residual_ref, then the Anderson update) ----
   const Finished fin = finish_sample<true>(a.s, b, std::sqrt(gg), std::sqrt(ff), a.p.stop_rel,
                                            a.p.tol);
-  if (fin.improved)  // before z_out (maybe z) is written
-    std::memcpy(a.s.best_z + b * n, z, sizeof(T) * n);
+  T* best_row = fin.improved ? a.s.best_z + b * n : nullptr;  // written before z_out (maybe z)
+  if (best_row != nullptr && fin.outcome != kLive) std::memcpy(best_row, z, sizeof(T) * n);
   if (fin.outcome != kLive) return;
   const double metric = fin.metric, best = fin.best;
   const bool restart = metric > a.p.restart_growth * best;
@@ -319,15 +403,17 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   // ---- pass 2: push (z, g) into the slot and mix ----
   const T* xr[MAX_HISTORY];
   const T* gr[MAX_HISTORY];
-  double ar[MAX_HISTORY];
+  T ar[MAX_HISTORY], abr[MAX_HISTORY];
   for (int o = 0; o < n_others; ++o) {
     xr[o] = Xb + others[o] * n;
     gr[o] = Gb + others[o] * n;
-    ar[o] = alpha[others[o]];
+    ar[o] = T(alpha[others[o]]);
+    abr[o] = T(alpha[others[o]] * a.p.beta);
   }
+  const double a_slot = ok ? alpha[slot] : 1.0;
   static constexpr auto table = make_push_mix_table<T>(std::make_integer_sequence<int, MAX_HISTORY>{});
-  table[n_others](z, fz, Xb + slot * n, Gb + slot * n, a.z_out + b * n, xr, gr, ar,
-                  ok ? alpha[slot] : 1.0, a.p.beta, n);
+  table[n_others](z, fz, Xb + slot * n, Gb + slot * n, best_row, a.z_out + b * n, xr, gr, ar, abr,
+                  T(a_slot), T(a_slot * a.p.beta), n);
 }
 
 template <typename T>
@@ -353,6 +439,19 @@ void dispatch(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out, at::
   run<T>(a, z.size(0));
 }
 
+void run_checked(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out,
+                 at::Tensor& active, at::Tensor& converged, at::Tensor& diverged,
+                 at::Tensor& nstep, at::Tensor& abs_res, at::Tensor& rel_res,
+                 at::Tensor& best_abs, at::Tensor& best_rel, at::Tensor& best_z, at::Tensor& X,
+                 at::Tensor& G, at::Tensor& gram, at::Tensor& count, const AndersonParams& p) {
+  if (z.scalar_type() == at::kDouble)
+    dispatch<double>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+                     best_abs, best_rel, best_z, X, G, gram, count, p);
+  else  // float32 (check_anderson_step admits no other)
+    dispatch<float>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
+                    best_abs, best_rel, best_z, X, G, gram, count, p);
+}
+
 void anderson_step_cpu(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out,
                        at::Tensor& active, at::Tensor& converged, at::Tensor& diverged,
                        at::Tensor& nstep, at::Tensor& abs_res, at::Tensor& rel_res,
@@ -362,16 +461,45 @@ void anderson_step_cpu(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_
                        double restart_growth) {
   check_anderson_step(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
                       best_abs, best_rel, best_z, X, G, gram, count);
-  const AndersonParams p{tol, stop_rel, beta, lam, restart_growth};
-  if (z.scalar_type() == at::kDouble)
-    dispatch<double>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
-                     best_abs, best_rel, best_z, X, G, gram, count, p);
-  else  // float32 (check_anderson_step admits no other)
-    dispatch<float>(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res,
-                    best_abs, best_rel, best_z, X, G, gram, count, p);
+  run_checked(z, fz, z_out, active, converged, diverged, nstep, abs_res, rel_res, best_abs,
+              best_rel, best_z, X, G, gram, count,
+              AndersonParams{tol, stop_rel, beta, lam, restart_growth});
 }
 
 }  // namespace
+
+AndersonStepCpu::AndersonStepCpu(at::Tensor z, at::Tensor active, at::Tensor converged,
+                                 at::Tensor diverged, at::Tensor nstep, at::Tensor abs_res,
+                                 at::Tensor rel_res, at::Tensor best_abs, at::Tensor best_rel,
+                                 at::Tensor best_z, at::Tensor X, at::Tensor G, at::Tensor gram,
+                                 at::Tensor count, double tol, bool stop_rel, double beta,
+                                 double lam, double restart_growth)
+    : z_(std::move(z)), active_(std::move(active)), converged_(std::move(converged)),
+      diverged_(std::move(diverged)), nstep_(std::move(nstep)), abs_res_(std::move(abs_res)),
+      rel_res_(std::move(rel_res)), best_abs_(std::move(best_abs)),
+      best_rel_(std::move(best_rel)), best_z_(std::move(best_z)), X_(std::move(X)),
+      G_(std::move(G)), gram_(std::move(gram)), count_(std::move(count)),
+      p_{tol, stop_rel, beta, lam, restart_growth} {
+  check_anderson_step(z_, z_, z_, active_, converged_, diverged_, nstep_, abs_res_, rel_res_,
+                      best_abs_, best_rel_, best_z_, X_, G_, gram_, count_);
+  TORCH_CHECK_VALUE(z_.device().is_cpu(), "anderson_step: the bound CPU step needs CPU tensors, "
+                    "got ", z_.device());
+}
+
+int64_t AndersonStepCpu::operator()(const at::Tensor& z, const at::Tensor& fz) {
+  constexpr const char* op = "anderson_step";
+  TORCH_CHECK_VALUE(z.is_same(z_), op, ": z must be the iterate this step was bound to");
+  checks::like(op, "fz", fz, "z", z_);
+  TORCH_CHECK_VALUE(fz.device().is_cpu() && fz.is_contiguous(), op,
+                    ": fz must be a contiguous CPU tensor");
+  run_checked(z_, fz, z_, active_, converged_, diverged_, nstep_, abs_res_, rel_res_, best_abs_,
+              best_rel_, best_z_, X_, G_, gram_, count_, p_);
+  const bool* act = active_.data_ptr<bool>();
+  int64_t live = 0;
+  for (int64_t b = 0, B = active_.numel(); b < B; ++b) live += act[b];
+  return live;
+}
+
 }  // namespace eqk
 
 TORCH_LIBRARY_IMPL(eqk, CPU, m) { m.impl("anderson_step", &eqk::anderson_step_cpu); }

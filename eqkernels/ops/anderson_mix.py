@@ -16,6 +16,10 @@ One call advances every active sample of an Anderson solve by one step:
    and the history restarts next step;
 5. z_out = sum_j alpha_j (X_j + beta G_j) for the samples still live.
 
+The Gram dots and the Cholesky solve are float64 on every backend; the mix of step 5 is
+float64 in the reference, Triton and CUDA, and in z's dtype with FMAs in the C++ CPU kernel
+(for float32 it agrees to a few ulp of the mix's largest term: half the work, no widening).
+
 Frozen samples (inactive at entry, or converged/diverged this step) have z_out,
 their history and Gram rows left untouched. z_out may be z itself (in place).
 
@@ -37,7 +41,7 @@ from eqkernels.ops.constants import CHOL_PIVOT_RTOL, MAX_HISTORY
 from eqkernels.ops.tracking import SolveState, best_metric_of, track_residual_ref
 
 __all__ = ["AndersonHistory", "CHOL_PIVOT_RTOL", "MAX_HISTORY", "anderson_step",
-           "anderson_step_ref", "check_args", "resolve_anderson_step"]
+           "anderson_step_ref", "bind_anderson_step", "check_args", "resolve_anderson_step"]
 
 
 @dataclass
@@ -166,6 +170,33 @@ def resolve_anderson_step(device: torch.device, backend: str = "auto"):
     """
     name = _backends.pick("anderson_step", device, backend)
     return name, _backends.with_fallback("anderson_step", name, _IMPLEMENTATIONS)
+
+
+def bind_anderson_step(z, state: SolveState, hist: AndersonHistory, *, tol: float,
+                       stop_mode: str, beta: float, lam: float, restart_growth: float,
+                       backend: str = "auto"):
+    """(backend name, step) for one solve whose iterate z is advanced in place.
+
+    step(z, fz) runs one Anderson step with z_out = z (z must be this z) and returns the
+    number of samples still active when the backend knows it for free, else None (read
+    state.active). On the CPU, "cpp" binds the compiled kernel to these tensors once
+    (eqkernels._C.AndersonStepCpu: the arguments are checked here, a call costs one pybind11
+    call instead of a dispatcher call with 16 tensors); while torch.compile traces, and on
+    every other backend, each step is a call of the op as in `anderson_step`.
+    """
+    name, fused = resolve_anderson_step(z.device, backend)
+    params = dict(tol=tol, stop_mode=stop_mode, beta=beta, lam=lam, restart_growth=restart_growth)
+    if name == "cpp" and z.device.type == "cpu" and not torch.compiler.is_compiling():
+        from eqkernels import _C
+        return name, _C.AndersonStepCpu(
+            z, state.active, state.converged, state.diverged, state.nstep, state.abs_res,
+            state.rel_res, state.best_abs, state.best_rel, state.best_z, hist.X, hist.G,
+            hist.gram, hist.count, float(tol), stop_mode == "rel", float(beta), float(lam),
+            float(restart_growth))
+
+    def step(z, fz):
+        fused(z, fz, z, state, hist, **params)
+    return name, step
 
 
 def anderson_step(z, fz, z_out, state: SolveState, hist: AndersonHistory, *,

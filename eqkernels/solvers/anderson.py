@@ -1,12 +1,11 @@
 """Anderson acceleration (type II), one fused `anderson_step` per iteration."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 
-from eqkernels.ops.anderson_mix import AndersonHistory, resolve_anderson_step
+from eqkernels.ops.anderson_mix import AndersonHistory, bind_anderson_step
 from eqkernels.ops.tracking import SolveState
 from eqkernels.solvers.state import SolverState
 
@@ -53,14 +52,12 @@ class Anderson:
 
     def bind(self, state: SolverState, options):
         """(backend name, step(z, fz) -> live count or None) for this state, resolved once."""
-        name, fused = resolve_anderson_step(state.z.device, self.backend)
         b = state.buffers
         hist = AndersonHistory(X=b["X"], G=b["G"], gram=b["gram"], count=b["count"])
-        # step(z, fz): in place (z_out is the state's iterate, which the driver passes as z)
-        step = functools.partial(fused, z_out=state.z, state=state.track, hist=hist,
-                                 tol=options.tol, stop_mode=options.stop_mode, beta=self.beta,
-                                 lam=self.lam, restart_growth=self.restart_growth)
-        return name, step
+        # step(z, fz): in place on the state's iterate, which the driver passes as z
+        return bind_anderson_step(state.z, state.track, hist, tol=options.tol,
+                                  stop_mode=options.stop_mode, beta=self.beta, lam=self.lam,
+                                  restart_growth=self.restart_growth, backend=self.backend)
 
     def step(self, z, fz, state: SolverState, options):
         """One step in place on state (z must be state.z, its iterate); returns None."""
