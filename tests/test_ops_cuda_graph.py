@@ -12,7 +12,7 @@ from eqkernels import _backends
 from eqkernels.ops.block_step import noise_key, standard_normal_ref
 from maps import tanh_map
 
-damped_mod = importlib.import_module("eqkernels.solvers.damped")
+segments_mod = importlib.import_module("eqkernels.solvers.segments")
 
 CPU_BACKENDS = ["reference", "cpp"]
 
@@ -73,9 +73,9 @@ class _FakeGraph:
 
 
 def test_runner_warms_up_captures_once_per_key_replays_and_bounds_its_cache(monkeypatch):
-    monkeypatch.setattr(damped_mod, "_capture_graph", _FakeGraph)
+    monkeypatch.setattr(segments_mod, "_capture_graph", _FakeGraph)
     calls = []
-    runner = damped_mod.SegmentRunner(lambda k, base: calls.append((k, base)), capture=True,
+    runner = segments_mod.SegmentRunner(lambda k, base: calls.append((k, base)), capture=True,
                                       reason="captured", cache_size=2)
     for seg in range(5):
         runner.run(16, 16 * seg)  # one key: (16, 0)
@@ -91,9 +91,9 @@ def test_runner_warms_up_captures_once_per_key_replays_and_bounds_its_cache(monk
 def test_failed_capture_falls_back_to_eager_with_the_reason(monkeypatch):
     def broken(fn):
         raise RuntimeError("operation not permitted when stream is capturing")
-    monkeypatch.setattr(damped_mod, "_capture_graph", broken)
+    monkeypatch.setattr(segments_mod, "_capture_graph", broken)
     calls = []
-    runner = damped_mod.SegmentRunner(lambda k, base: calls.append(k), capture=True,
+    runner = segments_mod.SegmentRunner(lambda k, base: calls.append(k), capture=True,
                                       reason="captured")
     for _ in range(4):
         runner.run(8, 0)

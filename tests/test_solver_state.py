@@ -1,4 +1,5 @@
 """Solver objects with explicit state: one driver, compaction, warm starts, save/resume."""
+import copy
 import io
 import math
 import random
@@ -218,8 +219,25 @@ def test_damped_object_runs_through_the_driver(seed):
     z1, i1 = eqk.solve(f, z0, eqk.Damped(damping=0.7), eqk.SolveOptions(max_iter=30, tol=1e-30))
     z2, i2 = eqk.damped(f, z0, damping=0.7, max_iter=30, tol=1e-30)
     assert torch.equal(z1, z2) and (i1.nstep == 30).all()
-    with pytest.raises(ValueError, match="keeps its state inside"):
-        eqk.solve(f, z0, eqk.Damped(), return_state=True)
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_damped_noisy_run_resumes_bitwise(seed, cuda_graph):
+    """A noisy damped run saved after 45 steps and resumed for 55 more == 100 in one call:
+    the noise counter restarts at the state's step count and the snapshot cadence follows it
+    (segments of 8 steps when cuda_graph: uncaptured on a CPU, the same code path)."""
+    f, _, _ = tanh_map(B=4, n=8)
+    z0 = torch.randn(4, 8, dtype=torch.float64)
+    solver = eqk.Damped(damping=0.8, noise_std=0.05, seed=seed % 1000, cuda_graph=cuda_graph,
+                        graph_steps=8)
+    opts = eqk.SolveOptions(max_iter=100, tol=1e-30)
+    z_all, info_all = eqk.solve(f, z0, solver, opts)
+    _, _, state = eqk.solve(f, z0, solver, opts.replace(max_iter=45), return_state=True)
+    saved = eqk.SolverState.from_state_dict(copy.deepcopy(state.state_dict()))
+    z_res, info_res = eqk.solve(f, None, solver, opts.replace(max_iter=55), state=saved)
+    assert torch.equal(z_res, z_all), f"seed {seed}"
+    assert torch.equal(info_res.nstep, info_all.nstep) and (info_all.nstep == 100).all()
+    assert torch.equal(info_res.abs_residual, info_all.abs_residual)
 
 
 @pytest.mark.skipif(not _backends.backends()["cpp"][0], reason="needs the compiled CPU kernel "

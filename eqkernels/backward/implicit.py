@@ -39,7 +39,7 @@ def implicit(f, z_star, *, adjoint_solver, adjoint_kwargs=None, adjoint_options=
             return vjp + v
 
         v0 = v.detach().clone()
-        if hasattr(adjoint_solver, "bind") or hasattr(adjoint_solver, "run"):
+        if hasattr(adjoint_solver, "bind"):
             from eqkernels.solvers.driver import solve
             g, info = solve(adjoint_map, v0, adjoint_solver, adjoint_options)
         else:

@@ -6,8 +6,7 @@ Each is an options object (`Anderson(m=5)`, ...) run by one driver (`solve`) wit
 from eqkernels.solvers.anderson import Anderson, anderson
 from eqkernels.solvers.base import DivergenceError, SolverInfo
 from eqkernels.solvers.broyden import Broyden, broyden
-from eqkernels.solvers.damped import damped
-from eqkernels.solvers.damped_options import Damped
+from eqkernels.solvers.damped import Damped, damped
 from eqkernels.solvers.driver import SolveOptions, solve
 from eqkernels.solvers.fixed_point import FixedPoint, fixed_point
 from eqkernels.solvers.state import SolverState
@@ -45,8 +44,8 @@ def as_solver(solver, **kwargs):
     if kwargs:
         raise ValueError(f"solver options {sorted(kwargs)} go into the solver object itself "
                          f"when one is given ({type(solver).__name__})")
-    if not (hasattr(solver, "init") and hasattr(solver, "bind")) and not hasattr(solver, "run"):
-        raise TypeError(f"solver must be a name or a solver object (init/bind, or run), "
+    if not (hasattr(solver, "init") and hasattr(solver, "bind")):
+        raise TypeError(f"solver must be a name or a solver object (init and bind), "
                         f"got {type(solver).__name__}")
     return solver
 

@@ -8,12 +8,18 @@
 
 A solver object has `name`, `init(z0) -> SolverState` and `bind(state, options) ->
 (backend, step)`, where `step(z, fz)` advances z in place for the samples still active
-and returns how many are still active when it knows for free (the C++ CPU kernel counts
-as it goes), else None; `step(z, fz, state, options)` is the same as one call.
+and returns how many are still active when it knows for free (the bound C++ CPU kernel
+counts as it goes), else None; `step(z, fz, state, options)` is the same as one call.
+While a step runs, state.steps is the number of that step (all calls together).
+Optional, for solvers that need them: `tracks_best = False` (return the last iterate and
+residuals whatever options.returns says), `finalize(state, z) -> z` (the iterate to
+return), `segment_steps` (K: run in K-step segments, captured as CUDA graphs on a GPU;
+see segments.py) and `segment_period`.
 
 The loop does no per-step allocation and no per-step reduction of its own: it evaluates
 f, calls the pre-bound step, and asks the device "all done?" only every check_every
-steps (on a GPU each ask is a host sync) unless the step already said.
+steps (on a GPU each ask is a host sync) unless the step already said; in segment mode,
+once per segment.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import torch
 from eqkernels.ops.tracking import STOP_MODES
 from eqkernels.solvers.base import (DEFAULT_CHECK_EVERY, ON_DIVERGE, SolverInfo, _ProgressBar,
                                     _report_divergence)
+from eqkernels.solvers.segments import SegmentRunner
 from eqkernels.solvers.state import SolverState
 from eqkernels.solvers.trajectory import TrajectoryRecorder
 
@@ -109,7 +116,7 @@ def solve(f, z0: Optional[torch.Tensor], solver, options: Optional[SolveOptions]
     Returns (z, info), or (z, info, state) with return_state (the state after the last
     step: pass it back as state= to go on exactly where this call stopped).
     """
-    if isinstance(solver, str) or not (hasattr(solver, "bind") or hasattr(solver, "run")):
+    if isinstance(solver, str) or not hasattr(solver, "bind"):
         from eqkernels.solvers import as_solver
         solver = as_solver(solver)
     options = SolveOptions() if options is None else options
@@ -117,11 +124,6 @@ def solve(f, z0: Optional[torch.Tensor], solver, options: Optional[SolveOptions]
         raise TypeError(f"options must be an eqk.SolveOptions, got {type(options).__name__}")
     if option_changes:
         options = options.replace(**option_changes)
-    if not hasattr(solver, "init"):  # the fused damped loop keeps its own state
-        if state is not None or return_state:
-            raise ValueError(f"solver {solver.name!r} keeps its state inside its fused loop: "
-                             f"state= and return_state are not available for it")
-        return solver.run(f, z0, options)
     if state is None:
         check_z0(z0)
         state = solver.init(z0)
@@ -156,12 +158,33 @@ def _numpy_view(t: torch.Tensor):
     return t.numpy() if t.device.type == "cpu" and not t.requires_grad else None
 
 
+def _segment_runner(f, state: SolverState, step, solver) -> SegmentRunner:
+    """The runner of K-step segments of f + step on state's (static) buffers."""
+    z = state.z
+
+    def body(k, base):
+        for j in range(k):
+            state.steps = base + j + 1
+            fz = f(z)
+            if fz.shape != z.shape or fz.dtype is not z.dtype or not fz.is_contiguous():
+                fz = _conform(fz, z)
+            step(z, fz)
+    capture = z.device.type == "cuda"
+    return SegmentRunner(body, capture, "captured" if capture
+                         else f"eager: not a CUDA device ({z.device.type})",
+                         period=getattr(solver, "segment_period", 1))
+
+
 def _run(f, state: SolverState, solver, opt: SolveOptions):
     full = state
     rows = None  # global row indices of `state` within `full` once compacted
     if opt.compact_below is not None and not callable(getattr(f, "restrict", None)):
         raise TypeError("compact_below needs f.restrict(rows) -> the map of those batch rows "
                         "(eqkernels.DEQ provides it); a plain function cannot be compacted")
+    K = getattr(solver, "segment_steps", None)
+    if K is not None and (opt.trajectory or opt.progress or opt.capture):
+        raise ValueError(f"solver {solver.name!r} with cuda_graph=True cannot be combined with "
+                         f"trajectory=True, progress=True or capture (they look at every step)")
     backend, step = solver.bind(state, opt)
     z, track = state.z, state.track
     shape, dtype = z.shape, z.dtype
@@ -172,25 +195,35 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
     captured = [None] * len(opt.capture)
     compact = opt.compact_below
     compactions = []
+    runners = [] if K is None else [_segment_runner(f, state, step, solver)]
     offset = state.steps
     # On the CPU "any sample active?" reads the flags through a NumPy view of the same
     # memory: no torch op per step (its dispatch costs more than the look itself).
     active_np = _numpy_view(track.active)
     it = 0
-    for it in range(1, opt.max_iter + 1):
-        fz = f(z)
-        if fz.shape != shape or fz.dtype is not dtype or not fz.is_contiguous():
-            fz = _conform(fz, z)
-        n_active = step(z, fz)
-        del fz  # the block's output is dead now: do not hold it across the next call
-        if recorders is not None:
-            recorders[0].record(offset + it, track.abs_res)
-            recorders[1].record(offset + it, track.rel_res)
-        if capture and it in capture:
-            captured[capture[it]] = track.best_z.clone()
-        if n_active is None:
-            if it % check_every and it != opt.max_iter:
+    while it < opt.max_iter:
+        if K is None:  # one step
+            it += 1
+            state.steps = offset + it
+            fz = f(z)
+            if fz.shape != shape or fz.dtype is not dtype or not fz.is_contiguous():
+                fz = _conform(fz, z)
+            n_active = step(z, fz)
+            del fz  # the block's output is dead now: do not hold it across the next call
+            if recorders is not None:
+                recorders[0].record(offset + it, track.abs_res)
+                recorders[1].record(offset + it, track.rel_res)
+            if capture and it in capture:
+                captured[capture[it]] = track.best_z.clone()
+            if n_active is None and it % check_every and it != opt.max_iter:
                 continue
+        else:  # one segment of up to K steps, then its one check
+            k = min(K, opt.max_iter - it)
+            runners[-1].run(k, offset + it)
+            it += k
+            state.steps = offset + it
+            n_active = None
+        if n_active is None:
             if compact is None:
                 # bool flags are bytes 0/1: one bytes search beats a torch or NumPy reduction
                 done = (1 not in active_np.tobytes()) if active_np is not None \
@@ -206,7 +239,6 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
             break
         if compact is not None and n_active < compact * z.shape[0] and it < opt.max_iter:
             live = track.active.nonzero().squeeze(1)
-            state.steps = offset + it
             if rows is None:
                 rows = torch.arange(full.batch_size, device=z.device)
             else:
@@ -216,6 +248,8 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
             backend, step = solver.bind(state, opt)
             z, track = state.z, state.track
             shape, active_np = z.shape, _numpy_view(track.active)
+            if K is not None:
+                runners.append(_segment_runner(f, state, step, solver))
     state.steps = offset + it
     if rows is not None:
         full.put_(rows, state)
@@ -225,16 +259,21 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
     for i, c in enumerate(captured):
         if c is None:
             captured[i] = track.best_z.clone()
-    best = opt.returns == "best"
+    best = opt.returns == "best" and getattr(solver, "tracks_best", True)
     abs_rows, steps = recorders[0].result() if recorders is not None else (None, None)
     rel_rows = recorders[1].result()[0] if recorders is not None else None
+    extra = dict(steps=it, total_steps=state.steps, compactions=compactions)
+    if runners:
+        graphs = [r.describe() for r in runners]
+        extra.update(cuda_graph=graphs[0] if len(graphs) == 1 else graphs, segments=runners[-1])
     info = SolverInfo(nstep=track.nstep, abs_residual=track.best_abs if best else track.abs_res,
                       rel_residual=track.best_rel if best else track.rel_res,
                       converged=track.converged, diverged=track.diverged, solver=solver.name,
                       backend=backend, trajectory=abs_rows, trajectory_steps=steps,
-                      rel_trajectory=rel_rows,
-                      extra=dict(steps=it, total_steps=state.steps, compactions=compactions))
+                      rel_trajectory=rel_rows, extra=extra)
     if opt.capture:
         info.captured = captured
     _report_divergence(info, opt.on_diverge)
-    return (track.best_z if best else state.z), info
+    z_out = track.best_z if best else state.z
+    finalize = getattr(solver, "finalize", None)
+    return (z_out if finalize is None else finalize(state, z_out)), info
