@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -349,15 +350,22 @@ def _check_inputs(x, z0, block, validate):
         validate = device.type == "cpu"
     z_given = [] if z_default else z_parts  # zeros need no check
     if validate:
-        if not all(bool(torch.isfinite(t).all()) for t in x_float):
+        if not all(_all_finite(t) for t in x_float):
             raise ValueError("x contains NaN or Inf")
-        if not all(bool(torch.isfinite(t).all()) for t in z_given):
+        if not all(_all_finite(t) for t in z_given):
             raise ValueError("z0 contains NaN or Inf")
     else:  # device-side flags, no host sync
         nonfinite = torch.zeros(B, dtype=torch.bool, device=device)
         for t in x_float + z_given:
             nonfinite |= ~torch.isfinite(t.reshape(B, -1)).all(dim=1)
     return map_batch(z0, torch.Tensor.detach), nonfinite
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf in t. One reduction, no bool temporary (on a 2-core CPU isfinite().all()
+    of a (64, 256) input cost ~13x a sum); a sum that overflows from finite values falls
+    back to the exact check."""
+    return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _check_block_output(out, spec: StateSpec):
