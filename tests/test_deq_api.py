@@ -123,6 +123,17 @@ def test_bad_forward_inputs():
         deq(bad)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         deq([[1.0, 2.0]])
+    bad[1, 2] = float("-inf")
+    with pytest.raises(ValueError, match="z0 contains NaN or Inf"):
+        deq(x, z0=bad)
+
+
+def test_large_finite_inputs_are_not_mistaken_for_inf():
+    """The CPU check sums each input: a sum that overflows from finite values must not raise."""
+    deq = eqk.DEQ(TanhBlock(4), max_iter=3, on_diverge="ignore")
+    x = torch.full((2, 4), 1e308, dtype=torch.float64)  # the sum overflows, each is finite
+    assert torch.isinf(x.sum())
+    deq(x)  # no ValueError
 
 
 def test_block_returning_another_shape_is_rejected():
