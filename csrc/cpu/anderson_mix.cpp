@@ -8,8 +8,7 @@
 //   decide  bookkeeping (nstep, residuals, divergence, best iterate, convergence), restart,
 //           ring-buffer slot, Gram row/column, k x k Cholesky solve for the mixing weights;
 //   pass 2  writes best_z (if improved), X[slot] = z, G[slot] = g, and
-//           z_out = sum_j alpha_j (X_j + beta G_j), in T with FMAs (float32: the mix agrees
-//           with the reference's float64 sum to a few ulp of its largest term).
+//           z_out = sum_j alpha_j (X_j + beta G_j), summed in double (FMA), rounded once.
 // z_out may alias z: within a block every z element is read (first loop) before the block's
 // z_out elements are written (last loop), and later blocks only touch later elements.
 // No heap allocation and no torch op inside the call: raw pointers, small stack arrays.
@@ -109,29 +108,6 @@ inline vf_u narrow<float>(vd v) {
 }
 inline double hsum(vd v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
-// Pass 2 runs in T on 32-byte vectors (8 float or 4 double lanes): the mix is a short sum
-// of products (m terms, FMA), so float32 needs no widening there -- half the lanes' work and
-// no conversions. (Pass 1's norms and Gram dots stay in double: they feed a Cholesky solve.)
-typedef float vf8_u __attribute__((vector_size(32), aligned(4)));
-template <typename T>
-struct Wide;
-template <>
-struct Wide<float> {
-  typedef vf8_u type;
-};
-template <>
-struct Wide<double> {
-  typedef vd_u type;
-};
-template <typename T>
-inline typename Wide<T>::type wload(const T* p) {
-  return *reinterpret_cast<const typename Wide<T>::type*>(p);
-}
-template <typename T>
-inline void wstore(T* p, typename Wide<T>::type v) {
-  *reinterpret_cast<typename Wide<T>::type*>(p) = v;
-}
-
 // a * b + c in one rounding where the target has FMA. (Explicit: -std=c++20 turns GCC's
 // floating-point contraction off, so `a * b + c` would stay a multiply and an add.)
 inline vd fmadd(vd a, vd b, vd c) {
@@ -141,18 +117,6 @@ inline vd fmadd(vd a, vd b, vd c) {
   return a * b + c;
 #endif
 }
-inline vf8_u fmadd(vf8_u a, vf8_u b, vf8_u c) {
-#if defined(__FMA__)
-  return (vf8_u)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-  return a * b + c;
-#endif
-}
-template <typename T>
-inline typename Wide<T>::type splat(T x) {
-  return typename Wide<T>::type{} + x;
-}
-
 
 // g = fz - z (rounded to T) of one block, widened into gbuf; adds |g|^2 and |fz|^2 to gg, ff.
 template <typename T>
@@ -212,44 +176,44 @@ constexpr std::array<DotsFn<T>, sizeof...(R)> make_dots_table(std::integer_seque
   return {&dots_block<T, R>...};  // entry r dots r rows
 }
 
-// Pass 2 of one sample with R (compile time) other history rows, in T:
+// Pass 2 of one sample with R (compile time) other history rows:
 //   X[slot] = z, G[slot] = g, best = z (if best is not null: the iterate improved),
-//   z_out = a_slot z + ab_slot g + sum_r (a_r X_r + ab_r G_r),   ab = alpha * beta.
+//   z_out = a_slot z + ab_slot g + sum_r (a_r X_r + ab_r G_r),   ab = alpha * beta,
+// summed in double (FMA) and rounded to T once, as the reference does. (A float32 sum was
+// tried: its rounding noise kept the float32 (256, 1024) benchmark solve above tol 1e-6.)
 // Each element of z is loaded before the same element of z_out is stored (z_out may be z).
-// The weights and row pointers are copied into locals first: the stores below are of T, so
-// the compiler would otherwise reload the T weights after every store.
+// The weights and row pointers are copied into locals first, so they stay in registers
+// across the stores.
 template <typename T, int R>
 inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* best, T* zo,
-                         const T* const* xr, const T* const* gr, const T* ar, const T* abr,
-                         T a_slot, T ab_slot, int64_t n) {
-  typedef typename Wide<T>::type V;
-  constexpr int64_t W = 32 / sizeof(T);
+                         const T* const* xr, const T* const* gr, const double* ar,
+                         const double* abr, double a_slot, double ab_slot, int64_t n) {
   constexpr int RR = R > 0 ? R : 1;
-  V va[RR], vab[RR];
+  vd va[RR], vab[RR];
   const T* px[RR];
   const T* pg[RR];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    va[r] = splat(ar[r]);
-    vab[r] = splat(abr[r]);
+    va[r] = vd{} + ar[r];
+    vab[r] = vd{} + abr[r];
     px[r] = xr[r];
     pg[r] = gr[r];
   }
-  const V vas = splat(a_slot), vabs = splat(ab_slot);
+  const vd vas = vd{} + a_slot, vabs = vd{} + ab_slot;
   int64_t i = 0;
-  for (; i + W <= n; i += W) {
-    const V zt = wload(z + i);
-    const V gt = wload(fz + i) - zt;
-    wstore(Xs + i, zt);
-    wstore(Gs + i, gt);
-    if (best) wstore(best + i, zt);
-    V acc = fmadd(vas, zt, vabs * gt);
+  for (; i + VW <= n; i += VW) {
+    const auto zt = vload(z + i);
+    const auto gt = vload(fz + i) - zt;  // in T, as pass 1 formed it
+    vstore(Xs + i, zt);
+    vstore(Gs + i, gt);
+    if (best) vstore(best + i, zt);
+    vd acc = fmadd(vas, widen<T>(zt), vabs * widen<T>(gt));
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      acc = fmadd(va[r], wload(px[r] + i), acc);
-      acc = fmadd(vab[r], wload(pg[r] + i), acc);
+      acc = fmadd(va[r], widen<T>(vload(px[r] + i)), acc);
+      acc = fmadd(vab[r], widen<T>(vload(pg[r] + i)), acc);
     }
-    wstore(zo + i, acc);
+    vstore(zo + i, narrow<T>(acc));
   }
   for (; i < n; ++i) {
     const T zi = z[i];
@@ -257,18 +221,19 @@ inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* best, T* zo,
     Xs[i] = zi;
     Gs[i] = g;
     if (best) best[i] = zi;
-    T acc = std::fma(a_slot, zi, ab_slot * g);
+    double acc = std::fma(a_slot, double(zi), ab_slot * double(g));
     for (int r = 0; r < R; ++r) {
-      acc = std::fma(ar[r], px[r][i], acc);
-      acc = std::fma(abr[r], pg[r][i], acc);
+      acc = std::fma(ar[r], double(px[r][i]), acc);
+      acc = std::fma(abr[r], double(pg[r][i]), acc);
     }
-    zo[i] = acc;
+    zo[i] = T(acc);
   }
 }
 
 template <typename T>
 using PushMixFn = void (*)(const T*, const T*, T*, T*, T*, T*, const T* const*,
-                           const T* const*, const T*, const T*, T, T, int64_t);
+                           const T* const*, const double*, const double*, double, double,
+                           int64_t);
 
 template <typename T, int... R>
 constexpr std::array<PushMixFn<T>, sizeof...(R)> make_push_mix_table(
@@ -403,17 +368,17 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   // ---- pass 2: push (z, g) into the slot and mix ----
   const T* xr[MAX_HISTORY];
   const T* gr[MAX_HISTORY];
-  T ar[MAX_HISTORY], abr[MAX_HISTORY];
+  double ar[MAX_HISTORY], abr[MAX_HISTORY];
   for (int o = 0; o < n_others; ++o) {
     xr[o] = Xb + others[o] * n;
     gr[o] = Gb + others[o] * n;
-    ar[o] = T(alpha[others[o]]);
-    abr[o] = T(alpha[others[o]] * a.p.beta);
+    ar[o] = alpha[others[o]];
+    abr[o] = alpha[others[o]] * a.p.beta;
   }
   const double a_slot = ok ? alpha[slot] : 1.0;
   static constexpr auto table = make_push_mix_table<T>(std::make_integer_sequence<int, MAX_HISTORY>{});
   table[n_others](z, fz, Xb + slot * n, Gb + slot * n, best_row, a.z_out + b * n, xr, gr, ar, abr,
-                  T(a_slot), T(a_slot * a.p.beta), n);
+                  a_slot, a_slot * a.p.beta, n);
 }
 
 template <typename T>

@@ -16,9 +16,9 @@ One call advances every active sample of an Anderson solve by one step:
    and the history restarts next step;
 5. z_out = sum_j alpha_j (X_j + beta G_j) for the samples still live.
 
-The Gram dots and the Cholesky solve are float64 on every backend; the mix of step 5 is
-float64 in the reference, Triton and CUDA, and in z's dtype with FMAs in the C++ CPU kernel
-(for float32 it agrees to a few ulp of the mix's largest term: half the work, no widening).
+The Gram dots, the Cholesky solve and the mix of step 5 are float64 on every backend, the
+mix rounded to z's dtype once (the iterate's own rounding noise is what limits how low a
+float32 solve's residual can go).
 
 Frozen samples (inactive at entry, or converged/diverged this step) have z_out,
 their history and Gram rows left untouched. z_out may be z itself (in place).
