@@ -181,8 +181,8 @@ constexpr std::array<DotsFn<T>, sizeof...(R)> make_dots_table(std::integer_seque
 // Pass 2 of one sample with R (compile time) other history rows:
 //   X[slot] = z, G[slot] = g, best = z (if best is not null: the iterate improved),
 //   z_out = a_slot z + ab_slot g + sum_r (a_r X_r + ab_r G_r),   ab = alpha * beta,
-// summed in double (FMA) and rounded to T once, as the reference does. (A float32 sum was
-// tried: its rounding noise kept the float32 (256, 1024) benchmark solve above tol 1e-6.)
+// summed in double (FMA) and rounded to T once, as the reference does. Used for float64;
+// float32 takes push_and_mix_f32 below (the same sum without the widening).
 // Each element of z is loaded before the same element of z_out is stored (z_out may be z).
 // The weights and row pointers are copied into locals first, so they stay in registers
 // across the stores.
