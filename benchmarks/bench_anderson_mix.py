@@ -19,6 +19,10 @@ call) is not counted. The device's copy bandwidth (dst.copy_(src) on a large ten
 2 * bytes / time; CUDA events on a GPU) is measured too and each row shows its
 fraction of it; the GPU target is >= 70% of copy bandwidth for B * n >= 1M.
 On CUDA the L2 cache is flushed before each timed call (--no-flush-cache to keep it).
+On the CPU, "cpp-bound" is the same kernel called as the eager solver loop calls it: the step
+bound once to the state (bind_anderson_step), one pybind11 call per step instead of a
+dispatcher call with 16 tensors. It updates z in place, so z is restored (untimed) before
+each call; the difference between its row and "cpp" is the dispatcher's cost.
 
 Run (from the repository root):
 
@@ -42,13 +46,15 @@ from timing import (copy_bandwidth, environment_lines, fmt_us, measure, median, 
 use_repo_checkout()
 
 from eqkernels import _backends  # noqa: E402
-from eqkernels.ops.anderson_mix import AndersonHistory, resolve_anderson_step  # noqa: E402
+from eqkernels.ops.anderson_mix import (AndersonHistory, bind_anderson_step,  # noqa: E402
+                                       resolve_anderson_step)
 from eqkernels.ops.tracking import SolveState  # noqa: E402
 
 DEFAULT_SIZES = "8x128x6,64x256x6,256x1024x6,64x16384x6,1024x1024x6,256x8192x8"
 DEVICE_BACKENDS = {"cpu": ("reference", "cpp", "triton"), "cuda": ("reference", "triton", "cuda")}
 GPU_TARGET_FRACTION = 0.70   # of copy bandwidth, for B * n >= GPU_TARGET_MIN_ELEMS
 GPU_TARGET_MIN_ELEMS = 1 << 20
+BOUND = "cpp-bound"  # the cpp kernel through the bound step (CPU)
 STEP_PARAMS = dict(tol=1e-30, stop_mode="abs", beta=1.0, lam=1e-4, restart_growth=float("inf"))
 COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
 FLUSH_BYTES = 256 << 20
@@ -97,7 +103,13 @@ def usable_backends(device, requested, include_interpreted):
 def bench_backend(name, base, device, args):
     """(times, max |z_out - reference z_out| after one step) for one backend on one size."""
     z, fz, state0, hist0 = base
-    _, step = resolve_anderson_step(device, name)
+    bound = name == BOUND
+    if bound:
+        def step(z, fz, z_out, state, hist, **params):  # z_out = z: the bound step is in place
+            z_out.copy_(z)
+            bind_anderson_step(z_out, state, hist, backend="cpp", **params)[1](z_out, fz)
+    else:
+        step = resolve_anderson_step(device, name)[1]
     # Parity on an identical state: the first step's z_out against the reference's.
     outs = []
     for fn in (resolve_anderson_step(device, "reference")[1], step):
@@ -115,8 +127,20 @@ def bench_backend(name, base, device, args):
     if args.flush_cache:
         scratch = torch.empty(FLUSH_BYTES // 4, device=device)
         flush = scratch.zero_
-    times = measure(lambda: step(z, fz, z_out, state, hist, **STEP_PARAMS), device,
-                    warmup=args.warmup, repeats=args.repeats, setup=flush, cuda_events=True)
+    if bound:  # the iterate is z_out, restored to z before each (timed) call
+        z_out.copy_(z)
+        call = bind_anderson_step(z_out, state, hist, backend="cpp", **STEP_PARAMS)[1]
+
+        def restore():
+            z_out.copy_(z)
+            if flush is not None:
+                flush()
+        times = measure(lambda: call(z_out, fz), device, warmup=args.warmup,
+                        repeats=args.repeats, setup=restore, cuda_events=True)
+    else:
+        times = measure(lambda: step(z, fz, z_out, state, hist, **STEP_PARAMS), device,
+                        warmup=args.warmup, repeats=args.repeats, setup=flush,
+                        cuda_events=True)
     synchronize(device)
     calls = args.warmup + args.repeats
     ok = (bool(state.active.all()) and not bool(state.converged.any())
@@ -172,6 +196,8 @@ def main(argv=None):
     names = usable_backends(device, requested, args.include_interpreted)
     if not names:
         sys.exit("no usable backend")
+    if device.type == "cpu" and "cpp" in names:
+        names.insert(names.index("cpp") + 1, BOUND)
 
     copy_bw = copy_bandwidth(device, COPY_BYTES[device.type])
     on_gpu = device.type == "cuda"
