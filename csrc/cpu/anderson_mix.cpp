@@ -9,7 +9,7 @@
 //           ring-buffer slot, Gram row/column, k x k Cholesky solve for the mixing weights;
 //   pass 2  writes best_z (if improved), X[slot] = z, G[slot] = g, and
 //           z_out = sum_j alpha_j (X_j + beta G_j): summed in double (FMA) and rounded once
-//           for float64; for float32 in float about the new slot (push_and_mix_f32).
+//           for float64; for float32 in float, written about the new slot.
 // z_out may alias z: within a block every z element is read (first loop) before the block's
 // z_out elements are written (last loop), and later blocks only touch later elements.
 // No heap allocation and no torch op inside the call: raw pointers, small stack arrays.
@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <utility>
 
 #if defined(__AVX__)
@@ -98,16 +97,6 @@ inline vd widen<float>(vf_u v) {
   return __builtin_convertvector(v, vd);
 #endif
 }
-template <typename T>
-inline typename Vec<T>::type narrow(vd v);
-template <>
-inline vd_u narrow<double>(vd v) {
-  return v;
-}
-template <>
-inline vf_u narrow<float>(vd v) {
-  return __builtin_convertvector(v, vf_u);  // one vcvtpd2ps
-}
 inline double hsum(vd v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 // a * b + c in one rounding where the target has FMA. (Explicit: -std=c++20 turns GCC's
@@ -178,22 +167,23 @@ constexpr std::array<DotsFn<T>, sizeof...(R)> make_dots_table(std::integer_seque
   return {&dots_block<T, R>...};  // entry r dots r rows
 }
 
-// Pass 2 of one sample with R (compile time) other history rows:
+// Pass 2 of one sample with R (compile time) other history rows, one overload per dtype
+// (both called through PushMixFn):
 //   X[slot] = z, G[slot] = g, best = z (if best is not null: the iterate improved),
-//   z_out = a_slot z + ab_slot g + sum_r (a_r X_r + ab_r G_r),   ab = alpha * beta,
-// summed in double (FMA) and rounded to T once, as the reference does. Used for float64;
-// float32 takes push_and_mix_f32 below (the same sum without the widening).
+//   z_out = a_slot z + ab_slot g + sum_r (a_r X_r + ab_r G_r),   ab = alpha * beta.
 // Each element of z is loaded before the same element of z_out is stored (z_out may be z).
 // The weights and row pointers are copied into locals first, so they stay in registers
 // across the stores.
-template <typename T, int R>
-inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* best, T* zo,
-                         const T* const* xr, const T* const* gr, const double* ar,
-                         const double* abr, double a_slot, double ab_slot, int64_t n) {
+// float64: summed in double (FMA) and rounded once, as the reference does.
+template <int R>
+inline void push_and_mix(const double* z, const double* fz, double* Xs, double* Gs,
+                         double* best, double* zo, const double* const* xr,
+                         const double* const* gr, const double* ar, const double* abr,
+                         double a_slot, double beta, int64_t n) {
   constexpr int RR = R > 0 ? R : 1;
   vd va[RR], vab[RR];
-  const T* px[RR];
-  const T* pg[RR];
+  const double* px[RR];
+  const double* pg[RR];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     va[r] = vd{} + ar[r];
@@ -201,39 +191,41 @@ inline void push_and_mix(const T* z, const T* fz, T* Xs, T* Gs, T* best, T* zo,
     px[r] = xr[r];
     pg[r] = gr[r];
   }
+  const double ab_slot = a_slot * beta;
   const vd vas = vd{} + a_slot, vabs = vd{} + ab_slot;
   int64_t i = 0;
   for (; i + VW <= n; i += VW) {
-    const auto zt = vload(z + i);
-    const auto gt = vload(fz + i) - zt;  // in T, as pass 1 formed it
+    const vd zt = vload(z + i);
+    const vd gt = vload(fz + i) - zt;
     vstore(Xs + i, zt);
     vstore(Gs + i, gt);
     if (best) vstore(best + i, zt);
-    vd acc = fmadd(vas, widen<T>(zt), vabs * widen<T>(gt));
+    vd acc = fmadd(vas, zt, vabs * gt);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      acc = fmadd(va[r], widen<T>(vload(px[r] + i)), acc);
-      acc = fmadd(vab[r], widen<T>(vload(pg[r] + i)), acc);
+      acc = fmadd(va[r], vd(vload(px[r] + i)), acc);
+      acc = fmadd(vab[r], vd(vload(pg[r] + i)), acc);
     }
-    vstore(zo + i, narrow<T>(acc));
+    vstore(zo + i, acc);
   }
   for (; i < n; ++i) {
-    const T zi = z[i];
-    const T g = fz[i] - zi;
+    const double zi = z[i];
+    const double g = fz[i] - zi;
     Xs[i] = zi;
     Gs[i] = g;
     if (best) best[i] = zi;
-    double acc = std::fma(a_slot, double(zi), ab_slot * double(g));
+    double acc = std::fma(a_slot, zi, ab_slot * g);
     for (int r = 0; r < R; ++r) {
-      acc = std::fma(ar[r], double(px[r][i]), acc);
-      acc = std::fma(abr[r], double(pg[r][i]), acc);
+      acc = std::fma(ar[r], px[r][i], acc);
+      acc = std::fma(abr[r], pg[r][i], acc);
     }
-    zo[i] = T(acc);
+    zo[i] = acc;
   }
 }
 
 // float32: the same mix, written about the new slot and summed on 8 float lanes (no
-// widening: the double sum above spends most of its time converting):
+// widening: a double sum spends most of its time converting float32 to double); a_slot is
+// not read, it is 1 - sum_r a_r:
 //   z_out = z + (beta g + sum_r (a_r (X_r - z) + ab_r (G_r - g))),
 // which equals the sum above because the weights sum to 1. Near a fixed point the
 // differences are small (X_r - z is exact while the iterates are within a factor of 2), so
@@ -253,9 +245,10 @@ inline vf8 load8(const float* p) { return *reinterpret_cast<const vf8_u*>(p); }
 inline void store8(float* p, vf8 v) { *reinterpret_cast<vf8_u*>(p) = v; }
 
 template <int R>
-inline void push_and_mix_f32(const float* z, const float* fz, float* Xs, float* Gs, float* best,
-                             float* zo, const float* const* xr, const float* const* gr,
-                             const double* ar, const double* abr, double beta, int64_t n) {
+inline void push_and_mix(const float* z, const float* fz, float* Xs, float* Gs, float* best,
+                         float* zo, const float* const* xr, const float* const* gr,
+                         const double* ar, const double* abr, double /*a_slot*/, double beta,
+                         int64_t n) {
   constexpr int RR = R > 0 ? R : 1;
   vf8 va[RR], vab[RR];
   const float* px[RR];
@@ -306,17 +299,7 @@ using PushMixFn = void (*)(const T*, const T*, T*, T*, T*, T*, const T* const*,
 template <typename T, int... R>
 constexpr std::array<PushMixFn<T>, sizeof...(R)> make_push_mix_table(
     std::integer_sequence<int, R...>) {
-  return {&push_and_mix<T, R>...};  // entry r mixes r other history rows
-}
-
-using PushMixF32Fn = void (*)(const float*, const float*, float*, float*, float*, float*,
-                              const float* const*, const float* const*, const double*,
-                              const double*, double, int64_t);
-
-template <int... R>
-constexpr std::array<PushMixF32Fn, sizeof...(R)> make_push_mix_f32_table(
-    std::integer_sequence<int, R...>) {
-  return {&push_and_mix_f32<R>...};  // entry r mixes r other history rows
+  return {static_cast<PushMixFn<T>>(&push_and_mix<R>)...};  // entry r mixes r other rows
 }
 
 // Solves (gram_K + lam I) y = 1 over the first K slots (gram: row stride m, lower triangle
@@ -453,18 +436,10 @@ inline void step_sample(const Args<T>& a, int64_t b) {
     ar[o] = alpha[others[o]];
     abr[o] = alpha[others[o]] * a.p.beta;
   }
-  const double a_slot = ok ? alpha[slot] : 1.0;
-  if constexpr (std::is_same_v<T, float>) {
-    static constexpr auto table =
-        make_push_mix_f32_table(std::make_integer_sequence<int, MAX_HISTORY>{});
-    table[n_others](z, fz, Xb + slot * n, Gb + slot * n, best_row, a.z_out + b * n, xr, gr, ar,
-                    abr, a.p.beta, n);
-  } else {
-    static constexpr auto table =
-        make_push_mix_table<T>(std::make_integer_sequence<int, MAX_HISTORY>{});
-    table[n_others](z, fz, Xb + slot * n, Gb + slot * n, best_row, a.z_out + b * n, xr, gr, ar,
-                    abr, a_slot, a_slot * a.p.beta, n);
-  }
+  static constexpr auto table =
+      make_push_mix_table<T>(std::make_integer_sequence<int, MAX_HISTORY>{});
+  table[n_others](z, fz, Xb + slot * n, Gb + slot * n, best_row, a.z_out + b * n, xr, gr, ar,
+                  abr, ok ? alpha[slot] : 1.0, a.p.beta, n);
 }
 
 template <typename T>
