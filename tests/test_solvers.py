@@ -153,3 +153,8 @@ def test_bad_z0_and_f_output():
         eqk.fixed_point(f, torch.zeros(2, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"f\(z\) must return a tensor of shape \(2, 4\)"):
         eqk.broyden(lambda z: z[:, :3], torch.zeros(2, 4))
+    # a non-tensor output gets the same message (not an AttributeError), eager and segmented
+    with pytest.raises(ValueError, match=r"f\(z\) must return a tensor of shape \(2, 4\), got tuple"):
+        eqk.anderson(lambda z: (z,), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"f\(z\) must return a tensor of shape \(2, 4\), got tuple"):
+        eqk.damped(lambda z: (z,), torch.zeros(2, 4), cuda_graph=True, graph_steps=4)

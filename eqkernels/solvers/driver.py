@@ -145,6 +145,17 @@ def solve(f, z0: Optional[torch.Tensor], solver, options: Optional[SolveOptions]
     return z, info
 
 
+def _evaluate(f, z):
+    """f(z) as the step needs it: z's shape, dtype and a dense layout. The common case (a
+    plain tensor that already fits) costs three attribute checks; anything else goes to
+    _conform, which raises or converts."""
+    fz = f(z)
+    if type(fz) is not torch.Tensor or fz.shape != z.shape or fz.dtype is not z.dtype \
+            or not fz.is_contiguous():
+        fz = _conform(fz, z)
+    return fz
+
+
 def _conform(fz, z):
     """f's output checked (once per shape/dtype surprise) and brought to z's dtype/layout."""
     if not isinstance(fz, torch.Tensor) or fz.shape != z.shape:
@@ -165,10 +176,7 @@ def _segment_runner(f, state: SolverState, step, solver) -> SegmentRunner:
     def body(k, base):
         for j in range(k):
             state.steps = base + j + 1
-            fz = f(z)
-            if fz.shape != z.shape or fz.dtype is not z.dtype or not fz.is_contiguous():
-                fz = _conform(fz, z)
-            step(z, fz)
+            step(z, _evaluate(f, z))
     capture = z.device.type == "cuda"
     return SegmentRunner(body, capture, "captured" if capture
                          else f"eager: not a CUDA device ({z.device.type})",
@@ -187,7 +195,6 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
                          f"trajectory=True, progress=True or capture (they look at every step)")
     backend, step = solver.bind(state, opt)
     z, track = state.z, state.track
-    shape, dtype = z.shape, z.dtype
     check_every = opt.check_every or DEFAULT_CHECK_EVERY.get(z.device.type, 16)
     recorders = (TrajectoryRecorder(), TrajectoryRecorder()) if opt.trajectory else None
     bar = _ProgressBar(solver.name, opt.max_iter) if opt.progress else None
@@ -205,11 +212,8 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
         if K is None:  # one step
             it += 1
             state.steps = offset + it
-            fz = f(z)
-            if fz.shape != shape or fz.dtype is not dtype or not fz.is_contiguous():
-                fz = _conform(fz, z)
-            n_active = step(z, fz)
-            del fz  # the block's output is dead now: do not hold it across the next call
+            # the block's output is dead after the step: nothing holds it across the next call
+            n_active = step(z, _evaluate(f, z))
             if recorders is not None:
                 recorders[0].record(offset + it, track.abs_res)
                 recorders[1].record(offset + it, track.rel_res)
@@ -247,7 +251,7 @@ def _run(f, state: SolverState, solver, opt: SolveOptions):
             compactions.append((offset + it, live.numel()))
             backend, step = solver.bind(state, opt)
             z, track = state.z, state.track
-            shape, active_np = z.shape, _numpy_view(track.active)
+            active_np = _numpy_view(track.active)
             if K is not None:
                 runners.append(_segment_runner(f, state, step, solver))
     state.steps = offset + it
