@@ -69,11 +69,11 @@ def _reference(h, w_qkv, w_o, heads, pos, board, dtype):
     q, k, v = (h @ w_qkv.T).split(C, dim=-1)
     q, k, v = (t.view(B, L, heads, d).transpose(1, 2) for t in (q, k, v))  # (B, heads, L, d)
     if pos == "rope":
-        angles = _eqr_angles(d, torch.arange(L)).to(dtype)
+        angles = _eqr_angles(d, torch.arange(L)).to(h.device, dtype)
         q, k = (_rotate_pairs(t, 0, angles) for t in (q, k))
     elif pos == "rope2d":
-        rows = _eqr_angles(d // 2, torch.arange(L) // W).to(dtype)
-        cols = _eqr_angles(d // 2, torch.arange(L) % W).to(dtype)
+        rows = _eqr_angles(d // 2, torch.arange(L) // W).to(h.device, dtype)
+        cols = _eqr_angles(d // 2, torch.arange(L) % W).to(h.device, dtype)
         q, k = (_rotate_pairs(_rotate_pairs(t, 0, rows), d // 2, cols) for t in (q, k))
     weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
     return ((weights @ v).transpose(1, 2).reshape(B, L, C)) @ w_o.T
@@ -96,7 +96,8 @@ CASES = [  # pos, heads, head dim, board (height, width): EqR's maze is rope, 8 
     ("rope2d", 2, 8, (4, 3)), ("rope2d", 4, 12, (9, 9)), ("rope2d", 8, 16, (30, 30))]
 
 
-@pytest.mark.parametrize("pos,heads,d,board", CASES, ids=[f"{c[0]}-H{c[1]}-D{c[2]}-{c[3][0]}x{c[3][1]}" for c in CASES])
+@pytest.mark.parametrize("pos,heads,d,board", CASES,
+                         ids=[f"{c[0]}-H{c[1]}-D{c[2]}-{c[3][0]}x{c[3][1]}" for c in CASES])
 def test_rope_attention_matches_eqr_written_out_in_float64(pos, heads, d, board):
     seed = random.randrange(2**31)
     attn = _eqr_like(pos, heads, d, board, seed)
@@ -169,8 +170,10 @@ def test_shifting_q_and_k_positions_together_leaves_the_scores_unchanged(pos):
         groups = 1
     else:
         base = board_rotary_tables(d, H, W, dtype=torch.float64)
-        tokens = ((torch.arange(H)[:, None] + dr) * (W + dc) + torch.arange(W)[None, :] + dc).flatten()
-        shifted = tuple(t[tokens] for t in board_rotary_tables(d, H + dr, W + dc, dtype=torch.float64))
+        rows, cols = torch.arange(H)[:, None] + dr, torch.arange(W)[None, :] + dc
+        tokens = (rows * (W + dc) + cols).flatten()   # the board moved by (dr, dc)
+        bigger = board_rotary_tables(d, H + dr, W + dc, dtype=torch.float64)
+        shifted = tuple(t[tokens] for t in bigger)
         groups = 2
     s0 = _scores(apply_rotary(q, *base, groups), apply_rotary(k, *base, groups))
     s1 = _scores(apply_rotary(q, *shifted, groups), apply_rotary(k, *shifted, groups))
@@ -238,3 +241,31 @@ def test_wrong_token_count_is_refused_naming_the_board():
     attn = SelfAttention(16, 2, pos_encoding="rope2d", board=(3, 4))
     with pytest.raises(ValueError, match="3x4 board.*got 9 tokens"):
         attn(torch.randn(1, 9, 16))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("pos", ["rope", "rope2d"])
+def test_eqr_maze_shaped_attention_on_gpu_runs_fused_sdpa_kernels(pos):
+    """EqR's maze shape (8 heads of 16, 30 x 30 board) on a GPU: bf16 through flash attention
+    alone (our q, k, v strides are accepted), fp32 through a fused kernel, both judged
+    against the float64 written-out reference."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    seed = random.randrange(2**31)
+    heads, d, board = 8, 16, (30, 30)
+    attn = _eqr_like(pos, heads, d, board, seed).cuda()
+    h = torch.randn(8, 900, heads * d, generator=torch.Generator().manual_seed(seed)).cuda()
+    with torch.no_grad():
+        exact = _reference(h.double(), attn.qkv_proj.weight, attn.o_proj.weight, heads, pos,
+                           board, torch.float64)
+        plain = _reference(h, attn.qkv_proj.weight, attn.o_proj.weight, heads, pos, board,
+                           torch.bfloat16)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            ours16 = attn(h.bfloat16())
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                          SDPBackend.EFFICIENT_ATTENTION]):
+            ours32 = attn(h)
+    ours_err = (ours16.double() - exact).abs().max().item()
+    plain_err = (plain.double() - exact).abs().max().item()
+    assert ours_err <= 2 * plain_err, f"seed {seed}: bf16 error {ours_err} vs plain {plain_err}"
+    torch.testing.assert_close(ours32.double(), exact, rtol=1e-4, atol=1e-4, msg=f"seed {seed}")

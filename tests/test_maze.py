@@ -328,7 +328,8 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     real_save = np.save
     monkeypatch.setattr(np, "save", failing_save)
     with pytest.raises(OSError):
-        mdata.write_dataset(str(tmp_path / "out"), {k: (s.inputs, s.labels) for k, s in sets.items()}, 9, 9)
+        mdata.write_dataset(str(tmp_path / "out"),
+                            {k: (s.inputs, s.labels) for k, s in sets.items()}, 9, 9)
     assert os.listdir(tmp_path) == []   # no half folder, no staging folder
 
 
@@ -426,17 +427,20 @@ MALFORMED = [
     (_edit_array("inputs", lambda a: a[:, :80]), r"all__inputs.npy: expected \(N, 81\)"),
     (_edit_array("labels", lambda a: a[:2]), "all__labels.npy: shape"),
     (_edit_array("inputs", lambda a: a.astype(np.float32)), "expected an integer array"),
-    (_edit_array("inputs", lambda a: _set(a, (1, 0), 7)), "all__inputs.npy example 1: token 7 at cell 0"),
+    (_edit_array("inputs", lambda a: _set(a, (1, 0), 7)),
+     "all__inputs.npy example 1: token 7 at cell 0"),
     (_edit_array("inputs", _second_start), "example 0: 2 'S' cells"),
     (_edit_array("labels", _path_on_wall), "is 'o' but the input has '#'"),
     (_edit_array("labels", lambda a: _set(a, (2, 0), 9)), "all__labels.npy example 2: token 9"),
-    (_edit_array("puzzle_indices", lambda a: a[:-1]), "all__puzzle_indices.npy: must start at 0 and end at 3"),
+    (_edit_array("puzzle_indices", lambda a: a[:-1]),
+     "all__puzzle_indices.npy: must start at 0 and end at 3"),
     (_edit_array("group_indices", lambda a: np.array([0, 2, 1, 3], a.dtype)), "must not decrease"),
     (_edit_array("puzzle_identifiers", lambda a: a + 1), "num_puzzle_identifiers"),
     (_write("all__labels.npy", b"\x93NUMPY garbage"), "all__labels.npy: not a readable .npy"),
     (lambda folder: np.save(os.path.join(folder, "all__inputs.npy"), np.array([{}], dtype=object)),
      "all__inputs.npy: not a readable .npy"),
-    (lambda folder: os.remove(os.path.join(folder, "all__group_indices.npy")), "all__group_indices.npy: missing"),
+    (lambda folder: os.remove(os.path.join(folder, "all__group_indices.npy")),
+     "all__group_indices.npy: missing"),
     (_edit_array("labels", lambda a: np.where(a == mt.PATH, mt.OPEN, a)), "not a shortest S-G path"),
 ]
 
@@ -482,7 +486,8 @@ def test_cli_bad_input_prints_error_and_exits_2(tmp_path, capsys):
     gen = ["generate", "--count", "2", "--size", "9"]
     cases = [
         (gen + ["--out", str(tmp_path / "full")], "not empty"),
-        (gen + ["--out", str(tmp_path / "a"), "--min-path", "20", "--max-path", "10"], "min_path (20) must be <= max_path"),
+        (gen + ["--out", str(tmp_path / "a"), "--min-path", "20", "--max-path", "10"],
+         "min_path (20) must be <= max_path"),
         (gen + ["--out", str(tmp_path / "a"), "--max-path", "100"], "exceeds the longest path"),
         (gen + ["--out", str(tmp_path / "a"), "--count", "0"], "--count must be >= 1"),
         (["generate", "--out", str(tmp_path / "a"), "--size", "1"], "--size must be N or HxW"),

@@ -57,7 +57,8 @@ def board_rotary_tables(head_dim: int, height: int, width: int, base: float = RO
     first head_dim/2 columns are the row's 1-D table, the rest the column's (EqR's
     RotaryEmbedding2D, laid out per token)."""
     if head_dim < 4 or head_dim % 4:
-        raise ValueError(f"head_dim must be a multiple of 4 for 2-D rotary embeddings, got {head_dim}")
+        raise ValueError(f"head_dim must be a multiple of 4 for 2-D rotary embeddings, got "
+                         f"{head_dim}")
     rows = rotary_tables(head_dim // 2, height, base, dtype)
     cols = rotary_tables(head_dim // 2, width, base, dtype)
     r = torch.arange(height).repeat_interleave(width)
@@ -65,7 +66,8 @@ def board_rotary_tables(head_dim: int, height: int, width: int, base: float = RO
     return tuple(torch.cat((row_t[r], col_t[c]), dim=-1) for row_t, col_t in zip(rows, cols))
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: int = 1) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 groups: int = 1) -> torch.Tensor:
     """Rotate x (B, L, ..., d) by per-token tables cos, sin (L, d); returns x's dtype.
 
     groups=1: 1-D RoPE (rotate halves of d); groups=2: 2-D RoPE (rotate halves within each
@@ -100,32 +102,35 @@ class RotaryEmbedding(nn.Module):
             cos, sin = rotary_tables(head_dim, seq_len, base)
             self.groups, self.board = 1, None
         elif pos_encoding == "rope2d":
-            if (board is None or len(board) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in board)):
+            if board is None or len(board) != 2 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in board):
                 raise ValueError(f"pos_encoding 'rope2d' needs board = (height, width), ints >= 1, "
                                  f"got {board!r}")
             self.board = (board[0], board[1])
             cos, sin = board_rotary_tables(head_dim, *self.board, base=base)
             self.groups = 2
         else:
-            raise ValueError(f"RotaryEmbedding pos_encoding must be 'rope' or 'rope2d', got {pos_encoding!r}")
+            raise ValueError(f"RotaryEmbedding pos_encoding must be 'rope' or 'rope2d', got "
+                             f"{pos_encoding!r}")
         self.pos_encoding, self.head_dim, self.base = pos_encoding, head_dim, base
         self.seq_len = cos.shape[0]
-        self._tables: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {("cpu", torch.float32): (cos, sin)}
+        self._tables: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {
+            ("cpu", torch.float32): (cos, sin)}
 
     def tables(self, device, dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (seq_len, head_dim), on `device` in `dtype`."""
         key = (str(torch.device(device)), dtype)
         if key not in self._tables:
             cos, sin = self._tables[("cpu", torch.float32)]
-            self._tables[key] = (cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype))
+            self._tables[key] = tuple(t.to(device=device, dtype=dtype) for t in (cos, sin))
         return self._tables[key]
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, seq_len, ..., head_dim) rotated, in x's dtype (computed in float32, float64
         for float64 x)."""
         if x.shape[1] != self.seq_len:
-            where = f"a {self.board[0]}x{self.board[1]} board" if self.board else f"seq_len {self.seq_len}"
+            where = (f"a {self.board[0]}x{self.board[1]} board" if self.board
+                     else f"seq_len {self.seq_len}")
             raise ValueError(f"{self.pos_encoding} is set up for {where} ({self.seq_len} tokens), "
                              f"got {x.shape[1]} tokens")
         wide = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -59,7 +59,8 @@ def _generate(args) -> None:
     counts = {"train": args.count, "test": args.count if args.test_count is None else args.test_count}
     for name, n in counts.items():
         if n < 1:
-            raise ValueError(f"--{'count' if name == 'train' else 'test-count'} must be >= 1, got {n}")
+            flag = "--count" if name == "train" else "--test-count"
+            raise ValueError(f"{flag} must be >= 1, got {n}")
     check_output(args.out)            # before any work
     start = time.perf_counter()
     sets = generate(counts, cfg, seed=args.seed, progress=True)
@@ -121,8 +122,8 @@ def main(argv=None) -> None:
     try:
         (_generate if args.cmd == "generate" else _check)(args)
     except (ValueError, OSError) as e:
-        msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and getattr(e, "filename", None) else e
-        error_exit(str(msg))
+        named = isinstance(e, OSError) and getattr(e, "filename", None)
+        error_exit(f"{e.filename}: {e.strerror}" if named else str(e))
 
 
 if __name__ == "__main__":

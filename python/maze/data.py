@@ -92,10 +92,13 @@ def _read_meta(folder: str) -> dict:
             raise ValueError(f"{file}: field {name!r} must be {want}, got {v!r}")
     if meta.get("total_samples") is not None and (isinstance(meta["total_samples"], bool)
                                                   or not isinstance(meta["total_samples"], int)):
-        raise ValueError(f"{file}: field 'total_samples' must be int or null, got {meta['total_samples']!r}")
+        raise ValueError(f"{file}: field 'total_samples' must be int or null, got "
+                         f"{meta['total_samples']!r}")
     sets = meta["sets"]
-    if not sets or not all(isinstance(s, str) and s and "/" not in s for s in sets) or len(set(sets)) != len(sets):
-        raise ValueError(f"{file}: field 'sets' must be a non-empty list of distinct names, got {sets!r}")
+    names_ok = all(isinstance(s, str) and s and "/" not in s for s in sets)
+    if not sets or not names_ok or len(set(sets)) != len(sets):
+        raise ValueError(f"{file}: field 'sets' must be a non-empty list of distinct names, got "
+                         f"{sets!r}")
     expect = {"vocab_size": VOCAB_SIZE, "pad_id": PAD}
     for name, want in expect.items():
         if meta[name] != want:
@@ -183,7 +186,8 @@ def check_tokens(inputs: np.ndarray, labels: np.ndarray, width: int,
         wrong = np.flatnonzero(counts != 1)
         if wrong.size:
             k = int(wrong[0])
-            raise ValueError(f"{name_i} example {k}: {int(counts[k])} '{char}' cells, expected exactly 1")
+            raise ValueError(f"{name_i} example {k}: {int(counts[k])} '{char}' cells, expected "
+                             f"exactly 1")
     differs = (labels != inputs) & ~((inputs == OPEN) & (labels == PATH))
     bad = np.argwhere(differs)
     if len(bad):
@@ -193,7 +197,8 @@ def check_tokens(inputs: np.ndarray, labels: np.ndarray, width: int,
                          f"{CHARSET[int(inputs[k, j]) - 1]!r} (a label only marks open cells 'o')")
 
 
-def check_paths(inputs: np.ndarray, labels: np.ndarray, height: int, width: int, where: str = "labels") -> None:
+def check_paths(inputs: np.ndarray, labels: np.ndarray, height: int, width: int,
+                where: str = "labels") -> None:
     """Raise ValueError unless every label's 'o' cells form a shortest S-G path."""
     from maze.score import as_grids, path_is_valid
     valid = path_is_valid(as_grids(inputs, height, width), as_grids(labels, height, width))
@@ -231,7 +236,8 @@ def read_split(path: str, split: str = "test", size: Optional[Tuple[int, int]] =
                              f"{set_name}__inputs.npy's {arrays['inputs'].shape}")
         ids = arrays["puzzle_identifiers"]
         if ids.ndim != 1:
-            raise ValueError(f"{files['puzzle_identifiers']}: expected a 1-D array, got shape {ids.shape}")
+            raise ValueError(f"{files['puzzle_identifiers']}: expected a 1-D array, got shape "
+                             f"{ids.shape}")
         _check_offsets(arrays["puzzle_indices"], files["puzzle_indices"], n, "examples")
         if len(ids) != len(arrays["puzzle_indices"]) - 1:
             raise ValueError(f"{files['puzzle_identifiers']}: {len(ids)} entries for "
@@ -306,9 +312,11 @@ def write_dataset(root: str, splits: Mapping[str, Tuple[np.ndarray, np.ndarray]]
         if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
             raise ValueError(f"split name {name!r} is not a folder name")
         inputs, labels = np.asarray(inputs), np.asarray(labels)
-        if inputs.ndim != 2 or inputs.shape[1] != height * width or labels.shape != inputs.shape or not len(inputs):
-            raise ValueError(f"split {name!r}: inputs and labels must both be (N >= 1, {height * width}) "
-                             f"for a {height}x{width} grid, got {inputs.shape} and {labels.shape}")
+        shape_ok = inputs.ndim == 2 and inputs.shape[1] == height * width and len(inputs) > 0
+        if not shape_ok or labels.shape != inputs.shape:
+            raise ValueError(f"split {name!r}: inputs and labels must both be (N >= 1, "
+                             f"{height * width}) for a {height}x{width} grid, got {inputs.shape} "
+                             f"and {labels.shape}")
         check_tokens(inputs, labels, width, (f"split {name!r} inputs", f"split {name!r} labels"))
         if paths:
             check_paths(inputs, labels, height, width, f"split {name!r} labels")

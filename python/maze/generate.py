@@ -64,7 +64,8 @@ class MazeConfig:
     dedupe: bool = True
     max_grid_attempts: int = 200
     max_start_attempts: int = 200
-    max_resamples: int = 50                # duplicates tolerated per example (EqR's max_length_resamples)
+    max_resamples: int = 50                # duplicates tolerated per example (EqR's
+                                           # max_length_resamples)
 
     def __post_init__(self):
         for name in ("height", "width", "min_path", "max_path", "max_grid_attempts",

@@ -39,7 +39,8 @@ def encode(text: Union[str, Sequence[str]]) -> np.ndarray:
     bad = np.argwhere(tokens < 0)
     if len(bad):
         r, c = (int(v) for v in bad[0])
-        raise ValueError(f"maze row {r} column {c}: character {lines[r][c]!r} is not one of {CHARSET!r}")
+        raise ValueError(f"maze row {r} column {c}: character {lines[r][c]!r} is not one of "
+                         f"{CHARSET!r}")
     return tokens
 
 
@@ -54,5 +55,6 @@ def decode(tokens, height: int = None, width: int = None) -> str:
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"tokens must be integers, got dtype {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() >= VOCAB_SIZE):
-        raise ValueError(f"tokens must lie in [0, {VOCAB_SIZE}), got {int(arr.min())}..{int(arr.max())}")
+        raise ValueError(f"tokens must lie in [0, {VOCAB_SIZE}), got "
+                         f"{int(arr.min())}..{int(arr.max())}")
     return "\n".join("".join(row) for row in _TOKEN_TO_CHAR[arr].tolist())
