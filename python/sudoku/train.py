@@ -11,12 +11,25 @@ from the same counter-based stream as inference (eqk.LoopedUpdate, seeded per fo
 torch's RNG, whose state the checkpoint keeps). A segment whose boards are all solved and
 whose halting head says so ends the batch early.
 
-Checkpoints (`<out>/ckpt.pt`, format sudoku.checkpoint.FORMAT_VERSION) hold the model config, weights, optimizer, EMA weights,
-the data position and every RNG state, so a resumed run continues exactly where the
-interrupted one stopped. Metrics go to `<out>/metrics.jsonl`.
+Checkpoints (`<out>/ckpt.pt`, format sudoku.checkpoint.FORMAT_VERSION) hold the model
+config, weights, optimizer, EMA weights, the data position and every RNG state, so a resumed
+run continues exactly where the interrupted one stopped; they are written atomically (the old
+file or the whole new one). Metrics go to `<out>/metrics.jsonl`, one row per batch.
 
 CLI:  python -m sudoku train --data train.csv --out runs/a     (python/ on PYTHONPATH)
-      --resume continues runs/a. The defaults are a CPU-sized run (hidden 64, H_cycles 1,
+      The run folder (cli_safety.run_dir): an --out that holds a run is refused unless
+      --resume (continue it; an error if it has no checkpoint), --resume-if-exists (continue
+      if there is a checkpoint, else start; for requeued jobs) or --overwrite (delete its
+      checkpoint and metrics, start over) says what to do. Resuming cuts metrics.jsonl back to
+      the checkpoint's step, so every step is logged once.
+      Ctrl-C (SIGINT) or SIGTERM: the run finishes its batch, saves a checkpoint, prints the
+      command that resumes it and exits 128 + the signal (130, SIGTERM 143); a second signal
+      is ignored (torchrun forwards the one it gets), Ctrl-\\ quits without saving. Under
+      torchrun every rank stops after the same batch (one flag all-reduce per batch,
+      benchmarks/bench_stop_agreement.py), rank 0 saves, all wait for it; torchrun SIGKILLs
+      workers 30 s (its --shutdown-timeout) after forwarding a signal: one batch plus a save
+      must fit in that.
+      The defaults are a CPU-sized run (hidden 64, H_cycles 1,
       L_cycles 2); the recipe's GPU config is  --hidden 512 --H-cycles 3 --L-cycles 6
       --batch-size 768 --lr 1e-4 --weight-decay 1.0 --warmup 2000 --steps 50000
       --ema-decay 0.999 --latent-dtype bfloat16 (EqR's forward_dtype).
