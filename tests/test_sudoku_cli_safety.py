@@ -227,3 +227,11 @@ def test_latents_that_turn_non_finite_are_reported_never_converged(capsys):
     assert report.diverged == 6
     assert all(math.isinf(r.mean_residual) for r in report.results)
     assert "6 of 6 starts diverged" in report.table()
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_refused(tmp_path, csv_path, capsys, monkeypatch):
+    import sudoku.train as strain
+    monkeypatch.setattr(strain, "dist_info", lambda: (0, 4))  # as under torchrun with 4 ranks
+    code, _, err = _run(["train", "--data", csv_path, "--out", str(tmp_path / "r"), "--batch-size",
+                         "2", "--device", "cpu"], capsys)
+    _bad(code, err, "--batch-size 2", "4 ranks")

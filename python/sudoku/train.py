@@ -255,6 +255,8 @@ class Trainer:
             torch.save(self.state(), tmp)
 
     def load(self, path):
+        """Continue from checkpoint `path` (weights, EMA, optimizer, data position, RNG), and
+        cut <out>/metrics.jsonl back to its step."""
         ckpt = read_file(path)
         if "model_config" not in ckpt:
             raise CheckpointError(f"{path} is not a checkpoint of sudoku train (cannot resume)")
@@ -271,6 +273,11 @@ class Trainer:
         self.order = self._epoch_order()
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
+        if self.rank == 0:  # rows a crash left past the checkpoint would be logged twice
+            dropped = cut_log(os.path.join(self.out, LOG), self.step)
+            if dropped:
+                print(f"{LOG}: dropped {dropped} rows logged after the checkpoint's step "
+                      f"{self.step} (they will be logged again)", file=sys.stderr)
 
 
 def load_checkpoint(path: str, device="cpu", ema: bool = True):
@@ -326,6 +333,9 @@ def main(argv=None):
                         else "if_exists" if args.resume_if_exists else "never")
     device = init_from_env(device)
     rank, world = dist_info()
+    if cfg.batch_size < world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is smaller than the "
+                         f"{world} ranks: every rank needs a sample")
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     random.seed(cfg.seed)
     questions, answers = sdata.load_tensors(args.data, split="train")
@@ -337,11 +347,6 @@ def main(argv=None):
     trainer = Trainer(model, questions, answers, cfg, args.out, augment_fn=sdata.augment_batch)
     if plan.resume:
         trainer.load(os.path.join(args.out, CHECKPOINT))
-        if rank == 0:
-            dropped = cut_log(os.path.join(args.out, LOG), trainer.step)
-            if dropped:
-                print(f"{LOG}: dropped {dropped} rows logged after the checkpoint's step "
-                      f"{trainer.step} (they will be logged again)", file=sys.stderr)
     if rank == 0:
         print(f"{plan.note}: resumed at step {trainer.step}" if plan.resume else plan.note)
     with StopOnSignal() as stop:
