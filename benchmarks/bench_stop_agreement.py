@@ -12,7 +12,8 @@ Rows: the configs named by --configs, hidden x batch x supervision steps.
 Run (from the repository root):
 
     python benchmarks/bench_stop_agreement.py
-    python benchmarks/bench_stop_agreement.py --configs 16x4x2,64x32x16 --out benchmarks/results/stop_agreement_cpu.md
+    python benchmarks/bench_stop_agreement.py --configs 16x4x2,64x32x16 \
+        --out benchmarks/results/stop_agreement_cpu.md
 """
 from __future__ import annotations
 

@@ -378,7 +378,8 @@ def _block_failure_hint(err: RuntimeError, x, z0, block) -> Optional[Exception]:
     x_dtypes = {t.dtype for t in x_parts if t.is_floating_point()}
     device_type = x_parts[0].device.type
     params = {p.dtype for p in _parameters(block) if p.is_floating_point()}
-    if params and x_dtypes and not (x_dtypes & params) and not torch.is_autocast_enabled(device_type):
+    autocast = torch.is_autocast_enabled(device_type)
+    if params and x_dtypes and not (x_dtypes & params) and not autocast:
         got = ", ".join(sorted(str(d) for d in x_dtypes))
         want = ", ".join(sorted(str(d) for d in params))
         to = sorted(params, key=str)[0]

@@ -37,7 +37,8 @@ class StopOnSignal:
 
     # ---- the handler ---------------------------------------------------------------
     def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():  # only there can Python set handlers
+        # Python sets handlers in the main thread only; elsewhere signals keep their handlers.
+        if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handle)
         return self

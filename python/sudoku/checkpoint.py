@@ -175,7 +175,9 @@ def check_finite(state: Dict[str, torch.Tensor], path: str, key: str) -> None:
     bad = [n for n, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
            and not bool(torch.isfinite(t).all())]
     if bad:
-        shown = ", ".join(bad[:MAX_NAMED]) + (f" and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else "")
+        shown = ", ".join(bad[:MAX_NAMED])
+        if len(bad) > MAX_NAMED:
+            shown += f" and {len(bad) - MAX_NAMED} more"
         raise CheckpointError(f"{path}: non-finite values (NaN/Inf) in {len(bad)} {key!r} "
                               f"tensor{'s' if len(bad) != 1 else ''}: {shown}")
 

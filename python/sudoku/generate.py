@@ -159,7 +159,8 @@ class GenConfig:
 
 # The valid range of every GenConfig field (also the generate CLI's argparse types).
 GEN_RANGES = dict(min_rating=Range(float, min=0), climb_steps=Range(int, min=0),
-                  max_attempts=Range(int, min=1), extra_clues=Range(int, min=0, max=MAX_EXTRA_CLUES))
+                  max_attempts=Range(int, min=1),
+                  extra_clues=Range(int, min=0, max=MAX_EXTRA_CLUES))
 
 
 def generate_one(seed: int, index: int, cfg: GenConfig) -> Tuple[List[int], List[int], int, int]:
