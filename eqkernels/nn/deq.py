@@ -143,6 +143,7 @@ class DEQ(nn.Module):
         Returns (z, info): z shaped like z0, on the graph chosen by the backward mode.
         """
         mode = _check_backward(backward or self.backward_mode)
+        z0_given = z0 is not None
         z0, nonfinite = _check_inputs(x, z0, self.block, self.validate_inputs)
         # One map per forward: normalised weights and dropout masks fixed for the whole solve.
         if isinstance(self.block, nn.Module):  # a plain callable block has none
@@ -167,7 +168,15 @@ class DEQ(nn.Module):
         f = _BlockMap(self.block, x, spec.with_batch(z0_flat.shape[0]))
 
         with torch.no_grad():
-            z_star, info = solve(f, z0_flat, self.solver_obj, options)
+            try:
+                z_star, info = solve(f, z0_flat, self.solver_obj, options)
+            except RuntimeError as e:
+                # Diagnosed only on failure: a working block pays nothing, and a block that
+                # casts its inputs itself is never refused.
+                hint = _block_failure_hint(e, x, z0 if z0_given else None, self.block)
+                if hint is None:
+                    raise
+                raise hint from e
         if nonfinite is not None:
             info.input_nonfinite = nonfinite
         if self.want_spectral_radius:
@@ -359,6 +368,29 @@ def _check_inputs(x, z0, block, validate):
         for t in x_float + z_given:
             nonfinite |= ~torch.isfinite(t.reshape(B, -1)).all(dim=1)
     return map_batch(z0, torch.Tensor.detach), nonfinite
+
+
+def _block_failure_hint(err: RuntimeError, x, z0, block) -> Optional[Exception]:
+    """The error naming the argument when the block raised `err` on the DEQ's inputs: x in
+    another dtype than the block's parameters, or a given z0 shaped unlike x; else None.
+    Costs nothing unless the solve failed (no parameter scan, no host sync per call)."""
+    x_parts = leaves(x)
+    x_dtypes = {t.dtype for t in x_parts if t.is_floating_point()}
+    device_type = x_parts[0].device.type
+    params = {p.dtype for p in _parameters(block) if p.is_floating_point()}
+    autocast = torch.is_autocast_enabled(device_type)
+    if params and x_dtypes and not (x_dtypes & params) and not autocast:
+        got = ", ".join(sorted(str(d) for d in x_dtypes))
+        want = ", ".join(sorted(str(d) for d in params))
+        to = sorted(params, key=str)[0]
+        return TypeError(f"x is {got} but the block's parameters are {want}: pass x (and z0) "
+                         f"as x.to({to}), or convert the block (block.to({next(iter(x_dtypes))})); "
+                         f"the block raised: {err}")
+    if z0 is not None and not (is_structured(x) or is_structured(z0)) and z0.shape != x.shape:
+        return ValueError(f"z0 has shape {tuple(z0.shape)}, x has {tuple(x.shape)}, and the "
+                          f"block could not run on z0: z0 must have the shape of the block's "
+                          f"state z (the shape block(z, x) returns); the block raised: {err}")
+    return None
 
 
 def _all_finite(t: torch.Tensor) -> bool:

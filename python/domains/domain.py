@@ -6,6 +6,7 @@ from typing import Dict, Optional
 
 import torch
 
+from cli_safety.values import Range
 from domains.model import ImplicitModel
 
 Batch = Dict[str, torch.Tensor]  # "input" plus the domain's targets; dim 0 is the sample
@@ -35,8 +36,22 @@ class RunConfig:
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        for name, valid in RUN_RANGES.items():
+            valid.check(name, getattr(self, name))
+
     def with_overrides(self, **changes) -> "RunConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_COUNT = Range(int, min=1)
+# The valid range of every numeric RunConfig field (the CLI's overrides use the same).
+RUN_RANGES = dict(train_iters=_COUNT, train_steps=_COUNT, batch_size=_COUNT,
+                  lr=Range(float, above=0), weight_decay=Range(float, min=0),
+                  warmup_steps=Range(int, min=0), grad_clip=Range(float, above=0),
+                  n_train=_COUNT, n_test=_COUNT, eval_max_iters=_COUNT, depths_per_decade=_COUNT,
+                  lipschitz_samples=_COUNT, lipschitz_directions=_COUNT,
+                  lipschitz_eps=Range(float, above=0))
 
 
 class Domain:

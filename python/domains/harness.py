@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from cli_safety.devices import default_device, parse_device
 from domains import DOMAIN_MODULES
 from domains.domain import Domain, RunConfig, get_config, optional_hard
 from domains.report import write_report
@@ -27,7 +28,7 @@ def run_domain(name: str, *, config: str = "small", out_dir: str = "runs/domains
     """Returns {"rows": scaling table rows, "train_log": ..., "paths": written files}."""
     domain = load_domain(name)
     cfg: RunConfig = get_config(domain, config).with_overrides(**overrides)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(parse_device(device, "device") if device else default_device())
     torch.manual_seed(seed)
     start = time.time()
     # Disjoint generator seeds: the test instances are never trained on.

@@ -5,26 +5,33 @@ import json
 import os
 from typing import List, Optional
 
+from cli_safety.atomic_files import atomic_path, atomic_write
 from domains.domain import Domain, RunConfig
 
 
 def write_report(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],
                  out_dir: str, *, device: str, seconds: float,
                  reference: Optional[dict] = None) -> dict:
-    """Writes {name}.md, {name}.json and {name}.png under out_dir; returns their paths.
+    """Writes {name}.md, {name}.json and {name}.png under out_dir (each atomically: the old
+    file or the whole new one); returns their paths.
     `reference`: the Lipschitz estimate of the domain's exact map, where it has one."""
-    os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, domain.name)
-    paths = dict(table=base + ".md", json=base + ".json", plot=base + ".png")
-    with open(paths["json"], "w") as fh:
+    paths = report_paths(out_dir, domain.name)
+    with atomic_write(paths["json"]) as fh:
         json.dump(dict(domain=domain.name, metric=domain.metric, device=device,
                        seconds=seconds, config=cfg.__dict__, train_log=train_log,
                        rows=rows, reference_lipschitz=reference), fh, indent=1)
-    with open(paths["table"], "w") as fh:
+    with atomic_write(paths["table"]) as fh:
         fh.write(markdown_table(domain, cfg, rows, train_log, device=device, seconds=seconds,
                                 reference=reference))
-    plot(domain, cfg, rows, paths["plot"], reference=reference)
+    with atomic_path(paths["plot"]) as tmp:
+        plot(domain, cfg, rows, tmp, reference=reference)
     return paths
+
+
+def report_paths(out_dir: str, name: str) -> dict:
+    """Where write_report puts domain `name`'s table, JSON and plot (the CLI checks them first)."""
+    base = os.path.join(out_dir, name)
+    return dict(table=base + ".md", json=base + ".json", plot=base + ".png")
 
 
 def markdown_table(domain: Domain, cfg: RunConfig, rows: List[dict], train_log: List[dict],

@@ -3,7 +3,9 @@
 generate / check: sudoku.data; train: sudoku.train; eval: sudoku.evaluate. Each takes
 --help. The defaults of `train` are a small model that trains on a 2-core CPU in minutes.
 Bad input (a missing or corrupt checkpoint, malformed CSV / npy data, no puzzles, an
-unsupported config) prints `error: <message>` and exits 2, without a traceback.
+unsupported config, a device this machine lacks, a value out of range, an output path that
+cannot be written) prints `error: <message>` and exits 2, without a traceback, before any
+work. Ctrl-C exits 130 (in `train`: after saving a checkpoint; see sudoku.train).
 """
 import csv
 import pickle
@@ -43,6 +45,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         run(argv)
+    except KeyboardInterrupt:  # outside training's own handler: nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
     except BAD_INPUT as e:
         msg = e
         if isinstance(e, OSError) and getattr(e, "filename", None):

@@ -24,7 +24,8 @@ State-dict names, after dropping `_orig_mod` segments (torch.compile) and leadin
   lm_head.weight, q_head.weight / .bias, H_init, L_init (TRM)
   L_level.layers.{i}.mlp_t.gate_up_proj.weight     (2*inner, 81), gate then up
   L_level.layers.{i}.mlp_t.down_proj.weight, L_level.layers.{i}.mlp.{gate_up,down}_proj.weight
-Every missing or unexpected tensor is named in the error.
+Every missing, unexpected or misshapen tensor is named in the error, and so is every tensor
+holding a NaN or Inf (such weights are refused, never evaluated).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import torch
 from sudoku.model import ReasonerConfig, SudokuReasoner
 
 FORMAT_VERSION = 2
+MAX_NAMED = 20  # tensors named in one error message
 _RENAMES = {"embed_tokens.embedding_weight": "embed_tokens.weight"}
 _DTYPES = {"bfloat16": "bfloat16", "float32": "float32", "float64": "float64"}
 
@@ -142,15 +144,46 @@ def config_from_ours(ckpt: dict, path: str = "checkpoint") -> Tuple[ReasonerConf
 def _load_ours(ckpt, path, weights, dtype):
     cfg, version = config_from_ours(ckpt, path)
     model = SudokuReasoner(cfg).to(dtype)
-    key = weights if weights in ckpt else None
-    if key is None:
+    if weights not in ckpt:
         raise CheckpointError(f"{path} has no {weights!r} weights")
-    res = model.load_state_dict(ckpt[key], strict=False)
-    if res.missing_keys or res.unexpected_keys:
-        raise CheckpointError(f"{path}: weights do not match its model_config: missing "
-                              f"{', '.join(res.missing_keys) or 'none'}; unexpected "
-                              f"{', '.join(res.unexpected_keys) or 'none'}")
+    load_checked(model, ckpt[weights], path, weights)
     return model, {"kind": "ours", "format_version": version, "report": None}
+
+
+def load_checked(model: torch.nn.Module, state, path: str, key: str) -> None:
+    """model.load_state_dict(state) after checking that every tensor fits the model (names and
+    shapes) and is finite: CheckpointError naming the tensors instead of torch's RuntimeError,
+    and never an all-NaN model that evaluates as if it had settled."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: {key!r} holds a {type(state).__name__}, not a state dict")
+    ours = model.state_dict()
+    missing = [n for n in ours if n not in state]
+    unexpected = [n for n in state if n not in ours]
+    shapes = [f"{n} is {_shape(state[n])} in the file, {_shape(ours[n])} for the config"
+              for n in ours if n in state and _shape(state[n]) != _shape(ours[n])]
+    if missing or unexpected or shapes:
+        parts = shapes + ([f"missing {', '.join(missing)}"] if missing else []) + \
+            ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        raise CheckpointError(f"{path}: {key!r} weights do not match its model_config: "
+                              + "; ".join(parts))
+    check_finite(state, path, key)
+    model.load_state_dict(state)
+
+
+def check_finite(state: Dict[str, torch.Tensor], path: str, key: str) -> None:
+    """CheckpointError naming every floating tensor of `state` with a NaN or Inf."""
+    bad = [n for n, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:MAX_NAMED])
+        if len(bad) > MAX_NAMED:
+            shown += f" and {len(bad) - MAX_NAMED} more"
+        raise CheckpointError(f"{path}: non-finite values (NaN/Inf) in {len(bad)} {key!r} "
+                              f"tensor{'s' if len(bad) != 1 else ''}: {shown}")
+
+
+def _shape(t) -> tuple:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else ()
 
 
 # ---- EqR --------------------------------------------------------------------------------
@@ -229,6 +262,7 @@ def _eqr_state(ckpt: dict, path: str, weights: str) -> Dict[str, torch.Tensor]:
 
 def _load_eqr(ckpt, path, weights, dtype):
     state = _eqr_state(ckpt, path, weights)
+    check_finite(state, path, weights)
     cfg, kind = config_from_eqr(ckpt["config"]["arch"], state)
     model = SudokuReasoner(cfg).to(dtype)
     try:

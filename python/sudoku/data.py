@@ -8,12 +8,12 @@ Tokens (sudoku.tokens): blank -> 1, digit d -> d + 1, 0 = padding; vocab 11.
 EqR/HRM dataset folders (dataset.json + all__inputs.npy, all__labels.npy, ...; the same
 tokens) are read by read_npy_dataset / load_puzzles (`--data DIR` of train and eval).
 
-CLI (one entry; run from the repo root with python/ on the path):
-  PYTHONPATH=python python -m sudoku.data generate --n 1000 --out data/generated.csv --seed 0
+CLI (run from the repo root with python/ on the path; sudoku/__main__.py dispatches here):
+  PYTHONPATH=python python -m sudoku generate --n 1000 --out data/generated.csv --seed 0
       --workers 2   # progress bar, then wall time and the rating histogram
-  PYTHONPATH=python python -m sudoku.data check data/generated.csv [--unique] [--rerate]
+  PYTHONPATH=python python -m sudoku check data/generated.csv [--unique] [--rerate]
       # validates every row; --unique counts solutions, --rerate recomputes our ratings
-`python -m sudoku ...` is the same entry (sudoku/__main__.py).
+`python -m sudoku.data generate|check ...` is the same entry.
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from cli_safety.atomic_files import atomic_write
+from cli_safety.output_paths import check_output_file
+from cli_safety.values import SEED, Range
 from sudoku.augment import augment_batch  # noqa: F401  (training uses sdata.augment_batch)
 from sudoku.tokens import (BLANK_TOKEN, DIGIT_OFFSET, decode, encode,  # noqa: F401
                            encode_many, to_string)
@@ -131,6 +134,7 @@ class _RowLabels:
 
 def read_csv(path: str, limit: Optional[int] = None, validate: bool = True) -> List[PuzzleRow]:
     """Rows of a Sudoku-Extreme CSV (first `limit` only if given), checked unless validate=False."""
+    _check_limit(limit)
     try:
         with open(path, newline="") as f:
             reader = csv.reader(f)
@@ -152,11 +156,11 @@ def read_csv(path: str, limit: Optional[int] = None, validate: bool = True) -> L
 
 
 def write_csv(path: str, rows: Iterable[Union[PuzzleRow, tuple, dict]]) -> None:
-    """Write rows (PuzzleRow, 4-tuples or dicts with the header's keys) after checking them."""
+    """Write rows (PuzzleRow, 4-tuples or dicts with the header's keys) after checking them;
+    atomically (the old file or the whole new one, never half of it)."""
     rows = _rows_from(rows, "write_csv")
     validate_rows(rows, "write_csv")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(HEADER)
         writer.writerows(rows)
@@ -187,6 +191,7 @@ def read_npy_dataset(path: str, limit: Optional[int] = None, split: str = "test"
     EqR's dataset/build_sudoku_dataset.py writes them.
     """
     import json
+    _check_limit(limit)
     folder = _npy_folder(path, split)
     try:
         with open(os.path.join(folder, "dataset.json")) as f:
@@ -259,6 +264,11 @@ def load_puzzles(path: str, limit: Optional[int] = None, split: str = "test"):
     return torch.from_numpy(q), torch.from_numpy(a), ratings
 
 
+def _check_limit(limit: Optional[int]) -> None:
+    if limit is not None:
+        Range(int, min=1).check("limit", limit)
+
+
 def rating_histogram(ratings: Iterable[int], width: int = 40) -> str:
     """A text histogram, one line per rating value."""
     counts = Counter(int(r) for r in ratings)
@@ -308,31 +318,33 @@ def _check_cmd(args) -> None:
 
 
 def main(argv=None) -> None:
-    from sudoku.generate import GenConfig
+    from sudoku.generate import GEN_RANGES, MAX_EXTRA_CLUES, GenConfig
     defaults = GenConfig()
-    p = argparse.ArgumentParser(prog="python -m sudoku.data", description=__doc__.split("\n")[0])
+    positive = Range(int, min=1)
+    # Usage lines read `python -m sudoku generate ...`: the documented entry (sudoku/__main__).
+    p = argparse.ArgumentParser(prog="python -m sudoku", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="generate unique-solution puzzles into a CSV")
-    g.add_argument("--n", type=int, default=1000, help="number of puzzles")
+    g.add_argument("--n", type=positive, default=1000, help="number of puzzles")
     g.add_argument("--out", required=True, help="output CSV path")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, default=2, help="worker processes")
-    g.add_argument("--min-rating", type=float, default=defaults.min_rating,
+    g.add_argument("--seed", type=SEED, default=0)
+    g.add_argument("--workers", type=positive, default=2, help="worker processes")
+    g.add_argument("--min-rating", type=GEN_RANGES["min_rating"], default=defaults.min_rating,
                    help="keep puzzles whose mean guess count reaches this")
-    g.add_argument("--climb-steps", type=int, default=defaults.climb_steps,
+    g.add_argument("--climb-steps", type=GEN_RANGES["climb_steps"], default=defaults.climb_steps,
                    help="hill-climb steps per minimal puzzle")
-    g.add_argument("--extra-clues", type=int, default=defaults.extra_clues,
-                   help="solution digits added back to each puzzle (easier puzzles; use with "
-                        "--min-rating 0 --climb-steps 0 for small CPU runs)")
+    g.add_argument("--extra-clues", type=GEN_RANGES["extra_clues"], default=defaults.extra_clues,
+                   help=f"solution digits added back to each puzzle, 0 to {MAX_EXTRA_CLUES}, "
+                        f"always leaving one blank (easier puzzles; use with --min-rating 0 "
+                        f"--climb-steps 0 for small CPU runs)")
     c = sub.add_parser("check", help="validate a CSV and print its rating histogram")
     c.add_argument("path")
-    c.add_argument("--limit", type=int, default=None, help="first N rows only")
+    c.add_argument("--limit", type=positive, default=None, help="first N rows only")
     c.add_argument("--unique", action="store_true", help="also check unique solutions")
     c.add_argument("--rerate", action="store_true", help="also recompute ratings (ours)")
     args = p.parse_args(argv)
     if args.cmd == "generate":
-        if args.n < 1:
-            p.error(f"--n must be >= 1, got {args.n}")
+        check_output_file(args.out, "--out")  # before minutes of generating
         _generate_cmd(args)
     else:
         _check_cmd(args)

@@ -40,3 +40,10 @@ def gather(obj, world: int):
     out = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (nothing without torch.distributed)."""
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()

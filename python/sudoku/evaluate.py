@@ -42,11 +42,16 @@ from typing import Dict, Iterator, List, Optional
 
 import torch
 
+from cli_safety.atomic_files import atomic_path
+from cli_safety.devices import default_device, parse_device
+from cli_safety.output_paths import check_output_file, plot_suffixes
+from cli_safety.values import SEED, Range
 from eqkernels.progress import progress_bar
 from sudoku.distributed import dist_info, gather, init_from_env
 from sudoku.model import SudokuReasoner
 
 RESIDUAL_WINDOW = 3
+POSITIVE = Range(int, min=1)
 
 
 def log_spaced_depths(depth: int, per_decade: int = 3) -> List[int]:
@@ -77,6 +82,7 @@ class EvalReport:
     residual_by_step: List[float] = field(default_factory=list)  # mean ||z_t - z_(t-1)|| of
     # the starts still running at step t (per element of z_H)
     steps_by_rating: Optional[Dict[int, tuple]] = None  # rating -> (starts, mean steps used)
+    diverged: int = 0  # starts whose latent turned NaN/Inf (residual inf from then on)
 
     def plot(self, path: str) -> None:
         """PNG: board accuracy against depth (log x) and the residual against t (log y)."""
@@ -115,7 +121,14 @@ class EvalReport:
         if self.steps_by_rating:
             lines.append("steps used by puzzle rating: " + ", ".join(
                 f"{r}: {m:.1f} ({c} starts)" for r, (c, m) in sorted(self.steps_by_rating.items())))
+        if self.diverged:
+            lines.append(self.diverged_note())
         return "\n".join(lines)
+
+    def diverged_note(self) -> str:
+        total = len(self.steps_used) if self.steps_used is not None else "?"
+        return (f"{self.diverged} of {total} starts diverged (latents turned NaN/Inf): "
+                f"their residual is inf, never counted as settled")
 
 
 def aggregate(preds: torch.Tensor, residual: torch.Tensor, answers: torch.Tensor,
@@ -155,13 +168,15 @@ class StepRecord:
     pred: (n, 81) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
     change per element of z_H over the last RESIDUAL_WINDOW steps; running: (n,) bool, still
     reasoning after this step; steps_used: (n,); change: (k,) this step's latent change of the
-    k starts that ran it."""
+    k starts that ran it (inf for a start whose latent turned NaN/Inf); diverged: (n,) bool,
+    the start's latent turned NaN/Inf (the fused update froze it: never read as settled)."""
     t: int
     pred: torch.Tensor
     residual: torch.Tensor
     running: torch.Tensor
     steps_used: torch.Tensor
     change: torch.Tensor
+    diverged: torch.Tensor
 
 
 @torch.no_grad()
@@ -186,6 +201,7 @@ def reasoning_steps(model: SudokuReasoner, tokens: torch.Tensor, starts, *, dept
     stable = torch.zeros(n, dtype=torch.long, device=device)
     running = torch.ones(n, dtype=torch.bool, device=device)
     steps_used = torch.zeros(n, dtype=torch.long, device=device)
+    diverged = torch.zeros(n, dtype=torch.bool, device=device)
     idx = torch.arange(n, device=device)  # the starts in h, l, xi (the running ones)
     for t in range(1, depth + 1):
         change = window.new_zeros(0)
@@ -194,6 +210,10 @@ def reasoning_steps(model: SudokuReasoner, tokens: torch.Tensor, starts, *, dept
             for _ in range(model.cfg.H_cycles):
                 model.round(upd, h, l, xi, weights)
             change = (h.float() - before.float()).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
+            # The fused update freezes a latent that turns NaN/Inf (zero change, flagged):
+            # an infinite change keeps such a start from ever reading as settled.
+            change = change.masked_fill(upd.diverged, math.inf)
+            diverged[idx] |= upd.diverged
             window[idx] = torch.cat([window[idx, 1:], change[:, None]], dim=1)
             pred = model.heads(h)[0].argmax(-1)
             same = (pred == last_pred[idx]).all(dim=1)
@@ -209,7 +229,7 @@ def reasoning_steps(model: SudokuReasoner, tokens: torch.Tensor, starts, *, dept
                     idx = idx[keep]
                     h, l, xi = h[keep].contiguous(), l[keep].contiguous(), xi[keep]
                     upd.take(keep)
-        yield StepRecord(t, last_pred, window.mean(dim=1), running, steps_used, change)
+        yield StepRecord(t, last_pred, window.mean(dim=1), running, steps_used, change, diverged)
 
 
 def score(snapshots, answers: torch.Tensor, blanks: torch.Tensor, breadth: int,
@@ -284,6 +304,7 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
         bar.close()
     local = dict(snapshots=snapshots, answers=answers.cpu(), blanks=(questions == 1).cpu(),
                  steps_used=rec.steps_used.cpu(), residual_sums=residual_sums,
+                 diverged=int(rec.diverged.sum()),
                  ratings=None if ratings is None else ratings[mine].cpu())
     parts = gather(local, world)
     merged = [(t, torch.cat([p["snapshots"][k][1] for p in parts]),
@@ -294,10 +315,14 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
     for t in range(steps):
         got = [p["residual_sums"][t] for p in parts if t < len(p["residual_sums"])]
         by_step.append(sum(s for s, _ in got) / max(sum(c for _, c in got), 1))
-    return score(merged, torch.cat([p["answers"] for p in parts]),
-                 torch.cat([p["blanks"] for p in parts]), breadth,
-                 steps_used=torch.cat([p["steps_used"] for p in parts]), residual_by_step=by_step,
-                 ratings=None if ratings is None else torch.cat([p["ratings"] for p in parts]))
+    report = score(merged, torch.cat([p["answers"] for p in parts]),
+                   torch.cat([p["blanks"] for p in parts]), breadth,
+                   steps_used=torch.cat([p["steps_used"] for p in parts]), residual_by_step=by_step,
+                   ratings=None if ratings is None else torch.cat([p["ratings"] for p in parts]))
+    report.diverged = sum(p["diverged"] for p in parts)
+    if report.diverged:
+        warnings.warn(report.diverged_note(), stacklevel=2)
+    return report
 
 
 def main(argv=None):
@@ -313,22 +338,25 @@ def main(argv=None):
                    help="EMA weights (default) or the raw ones")
     p.add_argument("--latent-dtype", choices=("float32", "bfloat16"), default=None,
                    help="override the checkpoint's latent precision")
-    p.add_argument("--depth", type=int, default=16)
-    p.add_argument("--breadth", type=int, default=1)
-    p.add_argument("--limit", type=int, default=None, help="first N puzzles only")
+    p.add_argument("--depth", type=POSITIVE, default=16)
+    p.add_argument("--breadth", type=POSITIVE, default=1)
+    p.add_argument("--limit", type=POSITIVE, default=None, help="first N puzzles only")
     p.add_argument("--full-depth", action="store_true", help="no adaptive early stopping")
-    p.add_argument("--halt-tol", type=float, default=0.02,
+    p.add_argument("--halt-tol", type=Range(float, above=0), default=0.02,
                    help="a start stops once its mean latent change per element is below this "
                         "(above the noise floor sqrt(2) sigma) ...")
-    p.add_argument("--patience", type=int, default=5,
+    p.add_argument("--patience", type=Range(int, min=0), default=5,
                    help="... and its board has not changed for this many steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--plot", default=None, help="also write accuracy/residual plots to this PNG")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--device", default=default_device())
+    p.add_argument("--plot", default=None,
+                   help="also write accuracy/residual plots to this file (.png, .pdf, .svg, ...)")
     args = p.parse_args(argv)
-    if args.depth < 1 or args.breadth < 1:
-        p.error(f"--depth and --breadth must be >= 1, got {args.depth}, {args.breadth}")
-    args.device = init_from_env(args.device)
+    # Refused before the model is loaded or a step is run.
+    device = parse_device(args.device)
+    if args.plot:
+        check_output_file(args.plot, "--plot", plot_suffixes())
+    args.device = init_from_env(device)
     model, info = load_model(args.checkpoint, device=args.device, weights=args.weights,
                              latent_dtype=args.latent_dtype)
     questions, answers, ratings = sdata.load_puzzles(args.data, limit=args.limit, split="test")
@@ -345,7 +373,8 @@ def main(argv=None):
     print("residual ||z_t - z_(t-1)|| (mean per element): " +
           ", ".join(f"t={t}: {res[t - 1]:.3e}" for t in marks))
     if args.plot:
-        report.plot(args.plot)
+        with atomic_path(args.plot) as tmp:  # never a half-written plot
+            report.plot(tmp)
         print(f"wrote {args.plot}")
 
 

@@ -24,6 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from cli_safety.values import Range
 from sudoku.augment import apply_symmetry, random_symmetry
 from sudoku.solver import ALL, BOX, COL, POPCOUNT, ROW, count_solutions, guesses
 
@@ -126,12 +127,20 @@ def hill_climb(puzzle: List[int], solution: Sequence[int], rng: random.Random, s
 
 def add_clues(puzzle: List[int], solution: Sequence[int], k: int, rng: random.Random
               ) -> List[int]:
-    """`puzzle` with k more of its blanks filled from `solution` (as many as there are)."""
+    """`puzzle` with k more of its blanks filled from `solution`, always leaving one blank
+    (a fully solved grid is no puzzle)."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
     puzzle = puzzle[:]
     blanks = [i for i in range(81) if not puzzle[i]]
-    for i in rng.sample(blanks, min(k, len(blanks))):
+    for i in rng.sample(blanks, max(0, min(k, len(blanks) - 1))):
         puzzle[i] = solution[i]
     return puzzle
+
+
+# A minimal puzzle has at least 17 clues, so at most 64 blanks; adding back more than 63
+# could leave none (add_clues stops one short of a solved grid on any puzzle).
+MAX_EXTRA_CLUES = 81 - 17 - 1
 
 
 @dataclass
@@ -142,6 +151,16 @@ class GenConfig:
     # Solution digits added back to the final puzzle (still unique: clues only constrain
     # more). Easier puzzles for small CPU runs; 0 keeps the hardest (minimal) puzzles.
     extra_clues: int = 0
+
+    def __post_init__(self):
+        for name, valid in GEN_RANGES.items():
+            valid.check(name, getattr(self, name))
+
+
+# The valid range of every GenConfig field (also the generate CLI's argparse types).
+GEN_RANGES = dict(min_rating=Range(float, min=0), climb_steps=Range(int, min=0),
+                  max_attempts=Range(int, min=1),
+                  extra_clues=Range(int, min=0, max=MAX_EXTRA_CLUES))
 
 
 def generate_one(seed: int, index: int, cfg: GenConfig) -> Tuple[List[int], List[int], int, int]:

@@ -11,12 +11,25 @@ from the same counter-based stream as inference (eqk.LoopedUpdate, seeded per fo
 torch's RNG, whose state the checkpoint keeps). A segment whose boards are all solved and
 whose halting head says so ends the batch early.
 
-Checkpoints (`<out>/ckpt.pt`, format sudoku.checkpoint.FORMAT_VERSION) hold the model config, weights, optimizer, EMA weights,
-the data position and every RNG state, so a resumed run continues exactly where the
-interrupted one stopped. Metrics go to `<out>/metrics.jsonl`.
+Checkpoints (`<out>/ckpt.pt`, format sudoku.checkpoint.FORMAT_VERSION) hold the model
+config, weights, optimizer, EMA weights, the data position and every RNG state, so a resumed
+run continues exactly where the interrupted one stopped; they are written atomically (the old
+file or the whole new one). Metrics go to `<out>/metrics.jsonl`, one row per batch.
 
 CLI:  python -m sudoku train --data train.csv --out runs/a     (python/ on PYTHONPATH)
-      --resume continues runs/a. The defaults are a CPU-sized run (hidden 64, H_cycles 1,
+      The run folder (cli_safety.run_dir): an --out that holds a run is refused unless
+      --resume (continue it; an error if it has no checkpoint), --resume-if-exists (continue
+      if there is a checkpoint, else start; for requeued jobs) or --overwrite (delete its
+      checkpoint and metrics, start over) says what to do. Resuming cuts metrics.jsonl back to
+      the checkpoint's step, so every step is logged once.
+      Ctrl-C (SIGINT) or SIGTERM: the run finishes its batch, saves a checkpoint, prints the
+      command that resumes it and exits 128 + the signal (130, SIGTERM 143); a second signal
+      is ignored (torchrun forwards the one it gets), Ctrl-\\ quits without saving. Under
+      torchrun every rank stops after the same batch (one flag all-reduce per batch,
+      benchmarks/bench_stop_agreement.py), rank 0 saves, all wait for it; torchrun SIGKILLs
+      workers 30 s (its --shutdown-timeout) after forwarding a signal: one batch plus a save
+      must fit in that.
+      The defaults are a CPU-sized run (hidden 64, H_cycles 1,
       L_cycles 2); the recipe's GPU config is  --hidden 512 --H-cycles 3 --L-cycles 6
       --batch-size 768 --lr 1e-4 --weight-decay 1.0 --warmup 2000 --steps 50000
       --ema-decay 0.999 --latent-dtype bfloat16 (EqR's forward_dtype).
@@ -30,13 +43,23 @@ import copy
 import json
 import os
 import random
+import shlex
+import sys
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 
+from cli_safety.atomic_files import atomic_path
+from cli_safety.devices import default_device, parse_device
+from cli_safety.output_paths import check_output_dir
+from cli_safety.run_dir import CHECKPOINT, LOG, clear_run, cut_log, plan_run_dir
+from cli_safety.stop_signal import StopOnSignal
+from cli_safety.values import SEED, Range
 from eqkernels.progress import progress_bar
-from sudoku.checkpoint import FORMAT_VERSION, CheckpointError, config_from_ours, load_model, read_file
-from sudoku.distributed import dist_info, init_from_env
+from sudoku.checkpoint import (FORMAT_VERSION, CheckpointError, config_from_ours, load_checked,
+                               load_model, read_file)
+from sudoku.distributed import barrier, dist_info, init_from_env, launched_by_torchrun
 from sudoku.losses import LOSSES, eqr_loss
 from sudoku.model import LATENT_DTYPES, ReasonerConfig, SudokuReasoner
 
@@ -62,6 +85,19 @@ class TrainConfig:
     checkpoint_every: int = 200
     augment: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        for name, valid in TRAIN_RANGES.items():
+            valid.check(name, getattr(self, name))
+
+
+# The valid range of every numeric field (the CLI's argparse types, and TrainConfig's check).
+TRAIN_RANGES = dict(batch_size=Range(int, min=1), steps=Range(int, min=1),
+                    lr=Range(float, above=0), weight_decay=Range(float, min=0),
+                    warmup=Range(int, min=0), ema_decay=Range(float, min=0, max=1),
+                    supervision_steps=Range(int, min=1), grad_rounds=Range(int, min=1),
+                    checkpoint_every=Range(int, min=1), seed=SEED)
+POSITIVE = Range(int, min=1)  # model sizes and cycle counts
 
 
 def _grad_mode(cfg: "TrainConfig"):
@@ -165,10 +201,15 @@ class Trainer:
         for pe, p in zip(self.ema.parameters(), self.model.parameters()):
             pe.lerp_(p.detach(), 1 - d)
 
-    def run(self, progress: bool = True):
+    def run(self, progress: bool = True, stop: Optional[StopOnSignal] = None) -> bool:
+        """Train to cfg.steps, saving every checkpoint_every steps and at the end. With `stop`
+        (a StopOnSignal), a SIGINT/SIGTERM ends the run after the current batch, with a
+        checkpoint there, on every rank at the same step; returns True when that happened."""
         bar = progress_bar(total=self.cfg.steps, initial=self.step, desc="train", unit="step",
                            disable=not progress or self.rank != 0)
-        log = open(os.path.join(self.out, "metrics.jsonl"), "a") if self.rank == 0 else None
+        log = open(os.path.join(self.out, LOG), "a") if self.rank == 0 else None
+        device = next(self.model.parameters()).device
+        interrupted, saved_at = False, None
         try:
             while self.step < self.cfg.steps:
                 before = self.step
@@ -183,11 +224,20 @@ class Trainer:
                                 board=f"{metrics['board_acc']:.3f}", refresh=False)
                 if self.step // self.cfg.checkpoint_every != before // self.cfg.checkpoint_every:
                     self.save()
+                    saved_at = self.step
+                # A batch boundary: the checkpoint holds no half-supervised batch. One check
+                # per batch (a flag all-reduce under DDP), every rank at the same step.
+                if stop is not None and stop.agreed(device):
+                    interrupted = True
+                    break
         finally:
             bar.close()
             if log is not None:
                 log.close()
-        self.save()
+        if saved_at != self.step:
+            self.save()
+        barrier(self.world)  # no rank leaves (and has torchrun stop the others) mid-save
+        return interrupted
 
     # ---- checkpoints -----------------------------------------------------------------
     def state(self):
@@ -201,11 +251,12 @@ class Trainer:
     def save(self):
         if self.rank != 0:
             return
-        path = os.path.join(self.out, "ckpt.pt")
-        torch.save(self.state(), path + ".tmp")
-        os.replace(path + ".tmp", path)  # never a half-written checkpoint
+        with atomic_path(os.path.join(self.out, CHECKPOINT)) as tmp:  # never half-written
+            torch.save(self.state(), tmp)
 
     def load(self, path):
+        """Continue from checkpoint `path` (weights, EMA, optimizer, data position, RNG), and
+        cut <out>/metrics.jsonl back to its step."""
         ckpt = read_file(path)
         if "model_config" not in ckpt:
             raise CheckpointError(f"{path} is not a checkpoint of sudoku train (cannot resume)")
@@ -214,14 +265,19 @@ class Trainer:
             raise CheckpointError(f"{path}: cannot resume: its model (format {version}, "
                                   f"{cfg}) is not this run's ({self.model.cfg}); start a new "
                                   f"--out folder")
-        self.model.load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
+        load_checked(self.model, ckpt.get("model"), path, "model")
+        load_checked(self.ema, ckpt.get("ema"), path, "ema")
         self.opt.load_state_dict(ckpt["optimizer"])
         self.step, self.epoch, self.position = ckpt["step"], ckpt["epoch"], ckpt["position"]
         self.cfg.seed = ckpt["train_config"]["seed"]  # the data order is the run's, not ours
         self.order = self._epoch_order()
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
+        if self.rank == 0:  # rows a crash left past the checkpoint would be logged twice
+            dropped = cut_log(os.path.join(self.out, LOG), self.step)
+            if dropped:
+                print(f"{LOG}: dropped {dropped} rows logged after the checkpoint's step "
+                      f"{self.step} (they will be logged again)", file=sys.stderr)
 
 
 def load_checkpoint(path: str, device="cpu", ema: bool = True):
@@ -233,23 +289,32 @@ def load_checkpoint(path: str, device="cpu", ema: bool = True):
 
 def main(argv=None):
     from sudoku import data as sdata
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m sudoku train",
                                 description="Train the Sudoku equilibrium reasoner (EqR's recipe).")
     p.add_argument("--data", required=True,
                    help="CSV in the Sudoku-Extreme format, or an EqR/HRM dataset folder "
                         "(dataset.json + all__*.npy; a folder holding train/ uses train/)")
     p.add_argument("--out", required=True, help="run directory (checkpoint, metrics)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
-    p.add_argument("--hidden", type=int, default=64,
+    runs = p.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its checkpoint (an error if none)")
+    runs.add_argument("--resume-if-exists", action="store_true",
+                      help="continue if --out holds a checkpoint, else start a new run there "
+                           "(for jobs requeued with one command line)")
+    runs.add_argument("--overwrite", action="store_true",
+                      help="start over in an --out that holds a run (deletes its checkpoint "
+                           "and metrics); without it such an --out is refused")
+    p.add_argument("--hidden", type=POSITIVE, default=64,
                    help="64: a CPU-sized model; the recipe uses 512 (see the module docstring)")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--H-cycles", dest="H_cycles", type=int, default=SMALL_CYCLES[0],
+    p.add_argument("--layers", type=POSITIVE, default=2)
+    p.add_argument("--H-cycles", dest="H_cycles", type=POSITIVE, default=SMALL_CYCLES[0],
                    help="z_H updates per reasoning step (the recipe: 3)")
-    p.add_argument("--L-cycles", dest="L_cycles", type=int, default=SMALL_CYCLES[1],
+    p.add_argument("--L-cycles", dest="L_cycles", type=POSITIVE, default=SMALL_CYCLES[1],
                    help="z_L updates per z_H update (the recipe: 6)")
     p.add_argument("--latent-dtype", choices=sorted(LATENT_DTYPES), default="float32",
                    help="precision of the latents and blocks (EqR's forward_dtype: bfloat16)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device())
     for name, value in asdict(TrainConfig()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -258,24 +323,48 @@ def main(argv=None):
         elif name == "loss":
             p.add_argument(flag, choices=LOSSES, default=value)
         else:
-            p.add_argument(flag, type=type(value), default=value)
+            p.add_argument(flag, type=TRAIN_RANGES[name], default=value)
     args = p.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.supervision_steps < 1 or cfg.checkpoint_every < 1:
-        p.error("--steps, --batch-size, --supervision-steps and --checkpoint-every must be >= 1")
-    args.device = init_from_env(args.device)
+    # Everything that can be refused is refused here, before the data is read or a file touched.
+    device = parse_device(args.device)
+    check_output_dir(args.out, "--out")
+    plan = plan_run_dir(args.out, overwrite=args.overwrite, resume="required" if args.resume
+                        else "if_exists" if args.resume_if_exists else "never")
+    device = init_from_env(device)
+    rank, world = dist_info()
+    if cfg.batch_size < world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is smaller than the "
+                         f"{world} ranks: every rank needs a sample")
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     random.seed(cfg.seed)
     questions, answers = sdata.load_tensors(args.data, split="train")
     model = SudokuReasoner(ReasonerConfig(hidden=args.hidden, layers=args.layers,
                                           H_cycles=args.H_cycles, L_cycles=args.L_cycles,
-                                          latent_dtype=args.latent_dtype)).to(args.device)
+                                          latent_dtype=args.latent_dtype)).to(device)
+    if plan.start_over and rank == 0:
+        clear_run(args.out)
     trainer = Trainer(model, questions, answers, cfg, args.out, augment_fn=sdata.augment_batch)
-    ckpt = os.path.join(args.out, "ckpt.pt")
-    if args.resume and os.path.exists(ckpt):
-        trainer.load(ckpt)
-        print(f"resumed at step {trainer.step}")
-    trainer.run()
+    if plan.resume:
+        trainer.load(os.path.join(args.out, CHECKPOINT))
+    if rank == 0:
+        print(f"{plan.note}: resumed at step {trainer.step}" if plan.resume else plan.note)
+    with StopOnSignal() as stop:
+        interrupted = trainer.run(stop=stop)
+    if interrupted:
+        if rank == 0:
+            print(f"interrupted ({stop.signal_name}) at step {trainer.step}: saved "
+                  f"{os.path.join(args.out, CHECKPOINT)}\nresume with: "
+                  f"{resume_command(argv, world)}", file=sys.stderr)
+        sys.exit(stop.exit_code)
+
+
+def resume_command(argv, world: int) -> str:
+    """The command line that continues this run: the same options with --resume."""
+    keep = [a for a in argv if a not in ("--resume", "--resume-if-exists", "--overwrite")]
+    launcher = (f"torchrun --nproc-per-node {world} -m sudoku train" if launched_by_torchrun()
+                else "python -m sudoku train")
+    return f"{launcher} {shlex.join(keep)} --resume"
 
 
 if __name__ == "__main__":
