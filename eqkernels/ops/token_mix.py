@@ -26,7 +26,7 @@ Triton kernel (torch.ops.eqk.token_mix_triton) on CUDA tensors, the reference el
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -34,13 +34,44 @@ from torch.nn import functional as F
 from eqkernels import _backends
 from eqkernels.ops import _looped_checks
 
-__all__ = ["token_mix", "token_mix_ref", "resolve_token_mix", "BACKENDS"]
+__all__ = ["token_mix", "token_mix_ref", "resolve_token_mix", "prepare_token_mix",
+           "PackedTokenWeights", "token_chunks", "BACKENDS"]
 
 BACKENDS = ("triton", "reference")  # the backends that implement this op
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def token_chunks(T: int):
+    """(T_A, T_B): how the kernel pads T tokens on chip: the power of two T_A <= T, plus the next
+    power of two covering the rest (0 if none); each at least 16 (a tensor-core K / N step).
+    81 -> (64, 32): 96 rows, not 128."""
+    T_A = max(16, 1 << (T.bit_length() - 1))
+    rest = T - T_A
+    T_B = 0 if rest <= 0 else max(16, 1 << (rest - 1).bit_length())
+    return T_A, T_B
+
+
+class PackedTokenWeights(NamedTuple):
+    """The token MLP's weights as the Triton kernel reads them (prepare_token_mix)."""
+    gate_up_t: torch.Tensor  # (T_PAD, 2I): [W_gate^T | W_up^T], rows >= T zero
+    down_t: torch.Tensor     # (I, T_PAD): W_down^T, columns >= T zero
+
+
+def prepare_token_mix(w_gate_up: torch.Tensor, w_down: torch.Tensor) -> PackedTokenWeights:
+    """Transposed, zero-padded copies of the token MLP's weights (T padded to T_A + T_B,
+    token_chunks): the kernel then loads aligned, unmasked, vectorised weight chunks. Make it
+    once per forward (LoopedTransformerStack.weights does) and pass it as token_mix(...,
+    packed=); 2 I T + I T elements, a few hundred KB."""
+    T = w_gate_up.shape[1]
+    T_pad = sum(token_chunks(T))
+    gu = torch.zeros(T_pad, w_gate_up.shape[0], dtype=w_gate_up.dtype, device=w_gate_up.device)
+    gu[:T] = w_gate_up.t()
+    d = torch.zeros(w_down.shape[1], T_pad, dtype=w_down.dtype, device=w_down.device)
+    d[:, :T] = w_down.t()
+    return PackedTokenWeights(gu, d)
 
 
 def token_mix_ref(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
@@ -64,11 +95,24 @@ def token_mix_ref(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor
     return (y * torch.rsqrt(y.pow(2).mean(1, keepdim=True) + eps)).to(h.dtype)
 
 
-def _reference(h, w_gate_up, w_down, *, eps, inj, in_scale, tiles):
+def _reference(h, w_gate_up, w_down, *, eps, inj, in_scale, tiles, packed):
     return token_mix_ref(h, w_gate_up, w_down, eps=eps, inj=inj, in_scale=in_scale)
 
 
-_IMPLEMENTATIONS = {"reference": _reference}
+def _triton(h, w_gate_up, w_down, *, eps, inj, in_scale, tiles, packed):
+    from eqkernels.ops.triton.token_mix import token_mix_triton_op
+    if packed is None:
+        packed = prepare_token_mix(w_gate_up, w_down)
+    return token_mix_triton_op()(h, packed.gate_up_t, packed.down_t, inj, in_scale, eps,
+                                 list(tiles))
+
+
+def _triton_supports(h: torch.Tensor) -> bool:
+    from eqkernels.ops.triton.token_mix import MAX_T
+    return h.dtype != torch.float64 and h.shape[1] <= MAX_T
+
+
+_IMPLEMENTATIONS = {"triton": _triton, "reference": _reference}
 
 
 @torch.compiler.assume_constant_result  # resolved at trace time under torch.compile
@@ -81,7 +125,8 @@ def resolve_token_mix(device: torch.device, backend: str = "auto") -> str:
 
 def token_mix(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, eps: float,
               inj: Optional[torch.Tensor] = None, in_scale: Optional[torch.Tensor] = None,
-              backend: str = "auto", tiles: Sequence[int] = ()) -> torch.Tensor:
+              backend: str = "auto", tiles: Sequence[int] = (),
+              packed: Optional[PackedTokenWeights] = None) -> torch.Tensor:
     """out = rms_norm over T of (x + W_down (silu(W_gate x) * W_up x)), x = (h + inj) * in_scale,
     per sample and channel (see the module docstring).
 
@@ -91,9 +136,12 @@ def token_mix(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
     scale applied on load (float64 for float64 h). eps: the norm's epsilon.
     backend: "auto", "triton" or "reference". tiles: a Triton tile configuration from
     eqkernels.ops.triton.token_mix.candidate_tiles (empty: the default for the shape).
-    Returns (B, T, C) in h's dtype. Not differentiable (the eager path is for training).
+    packed: prepare_token_mix(w_gate_up, w_down), made once per forward (else the Triton
+    backend makes it on every call; the reference ignores it). Returns (B, T, C) in h's dtype. Not differentiable (the eager path is for training).
     """
     _looped_checks.token_mix(h, w_gate_up, w_down, inj, in_scale, eps)
     name = resolve_token_mix(h.device, backend)
+    if name == "triton" and backend == "auto" and not _triton_supports(h):
+        name = "reference"  # float64 (tests), or more tokens than the kernel keeps on chip
     return _IMPLEMENTATIONS[name](h, w_gate_up, w_down, eps=float(eps), inj=inj,
-                                  in_scale=in_scale, tiles=tuple(tiles))
+                                  in_scale=in_scale, tiles=tuple(tiles), packed=packed)
