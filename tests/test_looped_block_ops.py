@@ -69,15 +69,16 @@ TOKEN_SHAPES = [(2, 81, 32, 256), (3, 9, 40, 48), (2, 20, 16, 32)]  # the Sudoku
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("B,T,C,I", TOKEN_SHAPES, ids=lambda v: str(v))
-@pytest.mark.parametrize("load", ["plain", "inj", "in_scale"])
+@pytest.mark.parametrize("load", ["plain", "inj", "in_scale", "in_sumsq"])
 def test_token_mix_float32_matches_reference(device, B, T, C, I, load):
     _require_triton(device)
     seed = random.randrange(2**31)
     h, inj, scale, w_gu, w_d = _token_case(B, T, C, I, torch.float32, seed, device)
-    kw = dict(inj=inj if load == "inj" else None, in_scale=scale if load == "in_scale" else None)
+    kw = {"plain": {}, "inj": dict(inj=inj), "in_scale": dict(in_scale=scale),
+          "in_sumsq": dict(in_sumsq=scale * C)}[load]
     out = token_mix(h, w_gu, w_d, eps=1e-5, backend="triton", **kw)
     ref = token_mix_ref(h.double(), w_gu.double(), w_d.double(), eps=1e-5,
-                        **{k: None if v is None else v.double() for k, v in kw.items()})
+                        **{k: v.double() for k, v in kw.items()})
     assert out.dtype == h.dtype and out.shape == h.shape
     assert _rel(out, ref) < FP32_RTOL, f"seed {seed}: {_rel(out, ref):.3g}"
 
@@ -313,8 +314,10 @@ def _opcheck_cases(device):
     z, r, ss, st = _update_case(4, 5, 8, torch.float32, seed, device)
     return {
         "token_mix": ("token_mix_triton_op", "token_mix",
-                      [(h, packed.gate_up_t, packed.down_t, inj, None, 1e-5, []),
-                       (h, packed.gate_up_t, packed.down_t, None, scale, 1e-5, [16, 16, 4, 1])]),
+                      [(h, packed.gate_up_t, packed.down_t, inj, None, False, 1e-5, []),
+                       (h, packed.gate_up_t, packed.down_t, None, scale, False, 1e-5,
+                        [16, 16, 4, 1]),
+                       (h, packed.gate_up_t, packed.down_t, None, scale, True, 1e-5, [])]),
         "gate_up": ("swiglu_gate_up_triton_op", "swiglu",
                     [(x, gu, False, []), (x, gu, True, [])]),
         "down": ("down_residual_sumsq_triton_op", "swiglu",
@@ -364,7 +367,8 @@ def test_ops_are_registered_with_their_schemas():
     # meta tensors: shapes only (the fake kernels), nothing launched
     h = torch.empty(2, 81, 64, device="meta")
     out = torch.ops.eqk.token_mix_triton(h, torch.empty(96, 512, device="meta"),
-                                         torch.empty(256, 96, device="meta"), None, None, 1e-5, [])
+                                         torch.empty(256, 96, device="meta"), None, None, False,
+                                         1e-5, [])
     assert out.shape == h.shape and out.device.type == "meta"
     a = torch.ops.eqk.swiglu_gate_up_triton(torch.empty(7, 64, device="meta"),
                                             torch.empty(96, 64, device="meta"), False, [])
@@ -404,6 +408,8 @@ def _bad_token_mix():
     yield "in_scale dtype", (h, gu, d), dict(in_scale=torch.ones(2, 9, dtype=torch.float64)), r"in_scale must be a \(2, 9\).*got shape \[2, 9\] and dtype torch.float64"
     yield "h strided", (h.transpose(0, 1).contiguous().transpose(0, 1), gu, d), {}, r"token_mix: h must be contiguous"
     yield "w on meta", (h, gu.to("meta"), d), {}, r"token_mix: w_gate_up must be on h's device cpu, got meta"
+    yield "in_sumsq shape", (h, gu, d), dict(in_sumsq=torch.ones(18, 1)), r"token_mix: in_sumsq must be a \(2, 9\) \(or \(18,\)\) torch.float32 tensor"
+    yield "scale and sumsq", (h, gu, d), dict(in_scale=torch.ones(2, 9), in_sumsq=torch.ones(2, 9)), r"token_mix: pass in_scale or in_sumsq, not both"
 
 
 @pytest.mark.parametrize("what,args,kw,msg", list(_bad_token_mix()), ids=lambda v: v if isinstance(v, str) and " " in v else "")

@@ -207,17 +207,15 @@ class LoopedTransformerStack(nn.Module):
         with torch.no_grad():
             if kernels == "eager":
                 return upd(z, self.apply(z if inj is None else z + inj, weights))
-            C = z.shape[-1]
             tiles = tiles or {}
-            h, scale, sumsq = z, None, None
+            h, sumsq = z, None
             for i, w in enumerate(weights):
+                # the previous layer's norm over C, deferred into this load (in_sumsq)
                 h = token_mix(h, w.t_gate_up, w.t_down, eps=self.eps,
-                              inj=inj if i == 0 else None, in_scale=scale, backend=backend,
+                              inj=inj if i == 0 else None, in_sumsq=sumsq, backend=backend,
                               tiles=tiles.get("token_mix", ()), packed=w.t_packed)
                 a = swiglu_gate_up(h, w.gate_up, backend=backend, variant=variant,
                                    tiles=tiles.get("gate_up", ()))
                 h, sumsq = down_residual_sumsq(a, w.down, h, backend=backend, variant=variant,
                                                tiles=tiles.get("down", ()))
-                if i + 1 < len(weights):  # the norm over C, deferred into the next load
-                    scale = torch.rsqrt(sumsq / C + self.eps)
             return upd.normed(z, h, sumsq, self.eps)

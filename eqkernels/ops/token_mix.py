@@ -3,7 +3,9 @@ the residual add and an RMSNorm over the tokens, on the (B, T, C) layout with no
 
 For every sample b and channel c (x[b] is a (T, C) slab, the MLP mixes its T rows):
 
-    x      = (h + inj) * in_scale[..., None]       (inj and in_scale optional, applied on load)
+    x      = (h + inj) * in_scale[..., None]       (inj and in_scale optional, applied on load;
+                                                     in_scale = rsqrt(in_sumsq / C + eps) when
+                                                     given as in_sumsq)
     g, u   = W_gate @ x[b],  W_up @ x[b]            (W_gate, W_up: the two (I, T) halves of
                                                      w_gate_up, gate rows first)
     y[b]   = x[b] + W_down @ (silu(g) * u)          (W_down: (T, I))
@@ -76,15 +78,19 @@ def prepare_token_mix(w_gate_up: torch.Tensor, w_down: torch.Tensor) -> PackedTo
 
 def token_mix_ref(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
                   eps: float, inj: Optional[torch.Tensor] = None,
-                  in_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  in_scale: Optional[torch.Tensor] = None,
+                  in_sumsq: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Plain-PyTorch token mixing (see the module docstring), computed in float32 (float64 for
     float64 h) and rounded once to h's dtype.
 
     h: (B, T, C); w_gate_up: (2I, T) (gate rows, then up rows); w_down: (T, I), h's dtype;
     inj: h's shape and dtype or None; in_scale: (B, T) (or (B*T,)) float32 (float64 for float64
-    h) or None. Returns (B, T, C) in h's dtype.
+    h) or None; in_sumsq: instead of in_scale, the rows' sums of squares over C (in_scale =
+    rsqrt(in_sumsq / C + eps)). Returns (B, T, C) in h's dtype.
     """
     wide = _wide(h.dtype)
+    if in_sumsq is not None:
+        in_scale = torch.rsqrt(in_sumsq.to(wide) / h.shape[-1] + eps)
     x = h.to(wide)
     if inj is not None:
         x = x + inj.to(wide)
@@ -95,16 +101,18 @@ def token_mix_ref(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor
     return (y * torch.rsqrt(y.pow(2).mean(1, keepdim=True) + eps)).to(h.dtype)
 
 
-def _reference(h, w_gate_up, w_down, *, eps, inj, in_scale, tiles, packed):
-    return token_mix_ref(h, w_gate_up, w_down, eps=eps, inj=inj, in_scale=in_scale)
+def _reference(h, w_gate_up, w_down, *, eps, inj, in_scale, in_sumsq, tiles, packed):
+    return token_mix_ref(h, w_gate_up, w_down, eps=eps, inj=inj, in_scale=in_scale,
+                         in_sumsq=in_sumsq)
 
 
-def _triton(h, w_gate_up, w_down, *, eps, inj, in_scale, tiles, packed):
+def _triton(h, w_gate_up, w_down, *, eps, inj, in_scale, in_sumsq, tiles, packed):
     from eqkernels.ops.triton.token_mix import token_mix_triton_op
     if packed is None:
         packed = prepare_token_mix(w_gate_up, w_down)
-    return token_mix_triton_op()(h, packed.gate_up_t, packed.down_t, inj, in_scale, eps,
-                                 list(tiles))
+    scale = in_sumsq if in_sumsq is not None else in_scale
+    return token_mix_triton_op()(h, packed.gate_up_t, packed.down_t, inj, scale,
+                                 in_sumsq is not None, eps, list(tiles))
 
 
 def _triton_supports(h: torch.Tensor) -> bool:
@@ -126,7 +134,8 @@ def resolve_token_mix(device: torch.device, backend: str = "auto") -> str:
 def token_mix(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, eps: float,
               inj: Optional[torch.Tensor] = None, in_scale: Optional[torch.Tensor] = None,
               backend: str = "auto", tiles: Sequence[int] = (),
-              packed: Optional[PackedTokenWeights] = None) -> torch.Tensor:
+              packed: Optional[PackedTokenWeights] = None,
+              in_sumsq: Optional[torch.Tensor] = None) -> torch.Tensor:
     """out = rms_norm over T of (x + W_down (silu(W_gate x) * W_up x)), x = (h + inj) * in_scale,
     per sample and channel (see the module docstring).
 
@@ -137,11 +146,19 @@ def token_mix(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
     backend: "auto", "triton" or "reference". tiles: a Triton tile configuration from
     eqkernels.ops.triton.token_mix.candidate_tiles (empty: the default for the shape).
     packed: prepare_token_mix(w_gate_up, w_down), made once per forward (else the Triton
-    backend makes it on every call; the reference ignores it). Returns (B, T, C) in h's dtype. Not differentiable (the eager path is for training).
+    backend makes it on every call; the reference ignores it). in_sumsq: instead of in_scale,
+    the previous layer's per-row sums of squares over C as down_residual_sumsq returns them
+    (in_scale = rsqrt(in_sumsq / C + eps), computed as loaded: no kernel of its own).
+    Returns (B, T, C) in h's dtype. Not differentiable (the eager path is for training).
     """
-    _looped_checks.token_mix(h, w_gate_up, w_down, inj, in_scale, eps)
+    if in_scale is not None and in_sumsq is not None:
+        raise ValueError("token_mix: pass in_scale or in_sumsq, not both")
+    _looped_checks.token_mix(h, w_gate_up, w_down, inj,
+                             in_sumsq if in_sumsq is not None else in_scale, eps,
+                             "in_sumsq" if in_sumsq is not None else "in_scale")
     name = resolve_token_mix(h.device, backend)
     if name == "triton" and backend == "auto" and not _triton_supports(h):
         name = "reference"  # float64 (tests), or more tokens than the kernel keeps on chip
     return _IMPLEMENTATIONS[name](h, w_gate_up, w_down, eps=float(eps), inj=inj,
-                                  in_scale=in_scale, tiles=tuple(tiles), packed=packed)
+                                  in_scale=in_scale, in_sumsq=in_sumsq, tiles=tuple(tiles),
+                                  packed=packed)

@@ -160,7 +160,8 @@ def _silu_mul_kernel(gu_ptr, a_ptr, M, I, INTERPRETED: tl.constexpr,
 @triton.jit
 def _add_sumsq_kernel(t_ptr, r_ptr, out_ptr, ss_ptr, M, N, INTERPRETED: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """out = r + t (float32 add, rounded once), ss = row sums of out^2 as stored (cuBLAS variant)."""
+    """out = r + t (float32 add, rounded once), ss = row sums of out^2 as stored (the cuBLAS
+    variant's epilogue)."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rows64 = rm[:, None].to(tl.int64)
     ss = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -186,18 +187,21 @@ def _add_sumsq_kernel(t_ptr, r_ptr, out_ptr, ss_ptr, M, N, INTERPRETED: tl.const
 # squares completes in one program (128 x 256 down tiles spill: the epilogue's residual and
 # squares are live on top). Shared memory a stage: (BLOCK_M + 2 BLOCK_N) BLOCK_K elements
 # (gate_up), (BLOCK_M + BLOCK_N) BLOCK_K (down). sm_80 (mma.sync, operands in registers): the
-# 64-deep 128 x 128 x 2 gate_up tiles spill; narrower K there.
+# 64-deep 128 x 128 x 2 gate_up tiles spill; narrower K there. Two CTAs an SM (one's epilogue
+# behind the other's main loop) need <= 32K registers and <= 113 KB shared memory each: the
+# 4-warp, 3-stage candidates.
 GATE_UP_CANDIDATES = {
     (torch.bfloat16, 90): ((128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 64, 64, 4, 4),
-                           (64, 128, 64, 4, 4), (128, 128, 32, 8, 5), (256, 64, 64, 8, 3)),
+                           (128, 64, 64, 4, 3), (64, 128, 64, 4, 4), (128, 128, 32, 8, 5),
+                           (256, 64, 64, 8, 3)),
     (torch.bfloat16, 80): ((128, 128, 32, 8, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4)),
     (torch.float32, 90): ((64, 64, 16, 8, 2), (32, 64, 16, 4, 2), (64, 32, 32, 8, 2)),
     (torch.float32, 80): ((64, 64, 16, 8, 2), (32, 64, 16, 4, 2), (64, 32, 32, 8, 2)),
 }
 DOWN_CANDIDATES = {
     (torch.bfloat16, 90): ((128, 128, 64, 1, 8, 4), (64, 256, 64, 1, 8, 3),
-                           (128, 128, 64, 1, 8, 3), (128, 128, 64, 2, 8, 4),
-                           (64, 128, 64, 4, 4, 4)),
+                           (128, 128, 64, 1, 8, 3), (64, 128, 64, 1, 4, 3),
+                           (128, 128, 64, 2, 8, 4), (64, 128, 64, 4, 4, 4)),
     (torch.bfloat16, 80): ((128, 128, 64, 1, 8, 3), (64, 256, 64, 1, 8, 3),
                            (64, 128, 64, 4, 4, 4)),
     (torch.float32, 90): ((64, 64, 16, 1, 8, 2), (32, 64, 32, 1, 4, 2), (64, 64, 16, 4, 8, 2)),

@@ -43,16 +43,21 @@ MAX_T = 256
 
 
 @triton.jit
-def _load_x_t(h_b, inj_b, scale_b, c, t, T, C, HAS_INJ: tl.constexpr, HAS_SCALE: tl.constexpr):
+def _load_x_t(h_b, inj_b, scale_b, c, t, T, C, eps, HAS_INJ: tl.constexpr,
+              HAS_SCALE: tl.constexpr, SCALE_FROM_SUMSQ: tl.constexpr):
     """x^T for channels c (rows) and tokens t (columns) of one sample (h_b, inj_b, scale_b:
-    its base pointers): ((h + inj) * scale) in float32, 0 on padding."""
+    its base pointers): ((h + inj) * scale) in float32, 0 on padding; scale_b holds the rows'
+    sums of squares when SCALE_FROM_SUMSQ (scale = rsqrt(s / C + eps))."""
     mask = (c[:, None] < C) & (t[None, :] < T)
     offs = t[None, :] * C + c[:, None]  # int32: one sample's T * C < 2**31
     x = tl.load(h_b + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_INJ:
         x += tl.load(inj_b + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_SCALE:
-        x = x * tl.load(scale_b + t, mask=t < T, other=0.0)[None, :]
+        s = tl.load(scale_b + t, mask=t < T, other=1.0)
+        if SCALE_FROM_SUMSQ:
+            s = 1.0 / tl.sqrt_rn(s / C + eps)
+        x = x * s[None, :]
     return x
 
 
@@ -80,12 +85,13 @@ def _load_wd(ptr, rows, cols, n_rows, T_PAD: tl.constexpr, EVEN: tl.constexpr):
 @triton.jit
 def _token_mix_kernel(
     h_ptr, inj_ptr, scale_ptr,        # (B, T, C) dtype D; inj like h or unused; scale (B, T) fp32
+                                      # (or the rows' sums of squares: SCALE_FROM_SUMSQ)
     wgu_ptr,                          # (T_PAD, 2I) D: [W_gate^T | W_up^T], rows >= T zero
     wd_ptr,                           # (I, T_PAD) D: W_down^T, columns >= T zero
     out_ptr,                          # (B, T, C) dtype D
     T, C, I, n_ctiles,
     eps,
-    HAS_INJ: tl.constexpr, HAS_SCALE: tl.constexpr,
+    HAS_INJ: tl.constexpr, HAS_SCALE: tl.constexpr, SCALE_FROM_SUMSQ: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,    # "ieee" for float32 (no TF32); bfloat16 ignores it
     INTERPRETED: tl.constexpr,
     T_A: tl.constexpr, T_B: tl.constexpr,
@@ -103,14 +109,14 @@ def _token_mix_kernel(
     # x rounded to D: the GEMM operand, and the residual (eager rounds z + inj, or the
     # normalised input, to D alike; float32 is exact). No float32 copy stays live.
     ta = tl.arange(0, T_A)
-    xa = cast_to(_load_x_t(h_b, inj_b, scale_b, c, ta, T, C, HAS_INJ, HAS_SCALE), D,
-                 INTERPRETED)
+    xa = cast_to(_load_x_t(h_b, inj_b, scale_b, c, ta, T, C, eps, HAS_INJ, HAS_SCALE,
+                           SCALE_FROM_SUMSQ), D, INTERPRETED)
     xa_d = dot_operand(xa, INTERPRETED)
     ya = tl.zeros([BLOCK_C, T_A], dtype=tl.float32)
     if T_B > 0:
         tb = T_A + tl.arange(0, T_B)
-        xb = cast_to(_load_x_t(h_b, inj_b, scale_b, c, tb, T, C, HAS_INJ, HAS_SCALE), D,
-                     INTERPRETED)
+        xb = cast_to(_load_x_t(h_b, inj_b, scale_b, c, tb, T, C, eps, HAS_INJ, HAS_SCALE,
+                               SCALE_FROM_SUMSQ), D, INTERPRETED)
         xb_d = dot_operand(xb, INTERPRETED)
         yb = tl.zeros([BLOCK_C, T_B], dtype=tl.float32)
 
@@ -229,11 +235,14 @@ Tensor = torch.Tensor
 
 
 def token_mix_triton(h: Tensor, gate_up_t: Tensor, down_t: Tensor, inj: Optional[Tensor],
-                     in_scale: Optional[Tensor], eps: float, tiles: List[int]) -> Tensor:
+                     in_scale: Optional[Tensor], scale_is_sumsq: bool, eps: float,
+                     tiles: List[int]) -> Tensor:
     """token_mix in Triton (see the module docstring) on the packed weights
-    (eqkernels.ops.token_mix.prepare_token_mix): returns the new (B, T, C) tensor."""
+    (eqkernels.ops.token_mix.prepare_token_mix): returns the new (B, T, C) tensor.
+    scale_is_sumsq: in_scale holds the rows' sums of squares (scale = rsqrt(s / C + eps))."""
     _looped_checks.token_mix_packed(h, gate_up_t, down_t, sum(token_chunks(h.shape[1]))
-                                    if h.dim() == 3 else 0, inj, in_scale, eps)
+                                    if h.dim() == 3 else 0, inj, in_scale, eps,
+                                    "in_sumsq" if scale_is_sumsq else "in_scale")
     check_supported(h)
     _check_tiles(tiles)
     out = torch.empty_like(h)
@@ -248,7 +257,8 @@ def token_mix_triton(h: Tensor, gate_up_t: Tensor, down_t: Tensor, inj: Optional
             kernel[(B * n_ctiles,)](
                 h, h if inj is None else inj, h if in_scale is None else in_scale,
                 gate_up_t, down_t, out, T, C, I, n_ctiles, float(eps),
-                HAS_INJ=inj is not None, HAS_SCALE=in_scale is not None, **cfg)
+                HAS_INJ=inj is not None, HAS_SCALE=in_scale is not None,
+                SCALE_FROM_SUMSQ=bool(scale_is_sumsq), **cfg)
     return out
 
 
