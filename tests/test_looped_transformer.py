@@ -185,6 +185,38 @@ def test_compiled_update_loop_matches_eager():
     torch.testing.assert_close(upd_c.step_norm, upd_e.step_norm, rtol=1e-5, atol=1e-5)
 
 
+def test_compiled_triton_update_loop_has_no_graph_break():
+    """The Triton chain (interpreted: dynamo traces the calls, the kernels run as its graph
+    executes) under torch.compile(fullgraph=True): the eager iterates; and the tile
+    candidates a sweep would time, each accepted by update_."""
+    _require("triton")
+    seed = random.randrange(2**31)
+    stack = _stack(seed, hidden=16, layers=1)
+    z0, inj = _latents(seed, 2, hidden=16)
+
+    def loop(z, inj, upd, tiles=None):
+        w = stack.weights(z.dtype)
+        for _ in range(2):
+            stack.update_(upd, z, inj, w, backend="triton", tiles=tiles)
+        return z
+
+    z_e = z0.clone()
+    loop(z_e, inj, eqk.LoopedUpdate(2, damping=0.9, noise_std=0.05, seed=seed, backend="triton"))
+    torch._dynamo.reset()
+    z_c = z0.clone()
+    upd = eqk.LoopedUpdate(2, damping=0.9, noise_std=0.05, seed=seed, backend="triton")
+    torch.compile(loop, fullgraph=True, backend="eager")(z_c, inj, upd)
+    assert int(upd.step_counter) == 2
+    torch.testing.assert_close(z_c, z_e, rtol=1e-6, atol=1e-6, msg=f"seed {seed}")
+    cands = stack.tile_candidates(2, torch.bfloat16, "cpu")
+    assert set(cands) == {"token_mix", "gate_up", "down"} and all(cands.values())
+    last = {op: c[-1] for op, c in stack.tile_candidates(2, torch.float32, "cpu").items()}
+    z_t = z0.clone()
+    loop(z_t, inj, eqk.LoopedUpdate(2, damping=0.9, noise_std=0.05, seed=seed,
+                                    backend="triton"), last)
+    torch.testing.assert_close(z_t, z_e, rtol=2e-5, atol=2e-5, msg=f"seed {seed} {last}")
+
+
 def test_update_rejects_bad_arguments():
     stack = _stack(0, hidden=16, layers=1)
     z, inj = _latents(0, 2, hidden=16)

@@ -176,6 +176,27 @@ class LoopedTransformerStack(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.apply(h, self.weights(h.dtype))
 
+    def tile_candidates(self, batch: int, dtype: torch.dtype,
+                        device=None) -> Dict[str, List[tuple]]:
+        """The Triton tile configurations worth timing for this stack's ops on latents
+        (batch, seq_len, hidden) of `dtype` on `device` (a tuning sweep):
+        {"token_mix": [...], "gate_up": [...], "down": [...]}, each list's first the default.
+        Time update_(..., tiles={op: one of them, ...}) or the op alone with tiles=; {} where
+        Triton is not importable."""
+        try:
+            from eqkernels.ops.triton import swiglu as tsw
+            from eqkernels.ops.triton import token_mix as ttm
+        except ImportError:
+            return {}
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        arch = ttm.arch_of(device)
+        layer = self.layers[0]
+        T, C, I_t, I = self.seq_len, self.hidden, layer.mlp_t.inner, layer.mlp.inner
+        M = batch * T
+        return {"token_mix": ttm.candidate_tiles(batch, T, C, I_t, dtype, arch),
+                "gate_up": tsw.gate_up_candidates(M, C, I, dtype, arch),
+                "down": tsw.down_candidates(M, I, C, dtype, arch)}
+
     def _check(self, z: torch.Tensor, inj: Optional[torch.Tensor]) -> None:
         if z.dim() != 3 or tuple(z.shape[1:]) != (self.seq_len, self.hidden):
             raise ValueError(f"z must be a (B, {self.seq_len}, {self.hidden}) tensor, got shape "

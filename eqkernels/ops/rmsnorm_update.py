@@ -27,6 +27,7 @@ compiled kernel: CPU keeps the speed of the unfused path), "reference" (plain Py
 """
 from __future__ import annotations
 
+import importlib
 from typing import Optional, Sequence
 
 import torch
@@ -93,15 +94,27 @@ def _composed(backend):
 
 def _triton(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode, step, seed,
             tiles=()):
-    from eqkernels.ops.triton.rmsnorm_update import rmsnorm_update_triton_op
-    rmsnorm_update_triton_op()(z, r, sumsq, z_next, state.active, state.converged,
-                               state.diverged, state.nstep, state.abs_res, state.rel_res, step,
-                               int(seed), float(damping), float(sigma), float(tol),
-                               stop_mode == "rel", float(eps), list(tiles))
+    # torch.ops, not the Triton module's names: nothing to import inside a torch.compile trace
+    torch.ops.eqk.rmsnorm_update_triton(z, r, sumsq, z_next, state.active, state.converged,
+                                        state.diverged, state.nstep, state.abs_res,
+                                        state.rel_res, step, int(seed), float(damping),
+                                        float(sigma), float(tol), stop_mode == "rel",
+                                        float(eps), list(tiles))
 
 
-_IMPLEMENTATIONS = {"triton": lambda: _triton, "reference": lambda: _reference,
+def _triton_registered():
+    importlib.import_module("eqkernels.ops.triton.rmsnorm_update")  # registers the op
+    return _triton
+
+
+_IMPLEMENTATIONS = {"triton": _triton_registered, "reference": lambda: _reference,
                     "cpp": lambda: _composed("cpp"), "cuda": lambda: _composed("cuda")}
+
+
+@torch.compiler.assume_constant_result  # resolved at trace time under torch.compile
+def _pick(device: torch.device, backend: str) -> str:
+    return _backends.pick("rmsnorm_update", device, backend,
+                          among=tuple(n for n in BACKENDS if n in _IMPLEMENTATIONS))
 
 
 def resolve_rmsnorm_update(device: torch.device, backend: str = "auto"):
@@ -110,8 +123,7 @@ def resolve_rmsnorm_update(device: torch.device, backend: str = "auto"):
     The function is fn(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode,
     step, seed, tiles=()) -> None, in place (the arguments of rmsnorm_update_ref; tiles: the
     Triton backend's (BLOCK_R, BLOCK_C, P, num_warps), kernel_config's default if empty)."""
-    name = _backends.pick("rmsnorm_update", device, backend,
-                          among=tuple(n for n in BACKENDS if n in _IMPLEMENTATIONS))
+    name = _pick(device, backend)
     return name, _IMPLEMENTATIONS[name]()
 
 

@@ -21,6 +21,7 @@ SiLU*up, or the residual add and sum of squares), kept so the GPU suite can time
 """
 from __future__ import annotations
 
+import importlib
 from typing import Sequence, Tuple
 
 import torch
@@ -77,14 +78,14 @@ def _down_reference(a, w_down, residual, *, variant, tiles):
     return down_residual_sumsq_ref(a, w_down, residual)
 
 
+# torch.ops, not the Triton module's names: nothing to import inside a torch.compile trace
 def _gate_up_triton(x, w_gate_up, *, variant, tiles):
-    from eqkernels.ops.triton.swiglu import swiglu_gate_up_triton_op
-    return swiglu_gate_up_triton_op()(x, w_gate_up, variant == "cublas", list(tiles))
+    return torch.ops.eqk.swiglu_gate_up_triton(x, w_gate_up, variant == "cublas", list(tiles))
 
 
 def _down_triton(a, w_down, residual, *, variant, tiles):
-    from eqkernels.ops.triton.swiglu import down_residual_sumsq_triton_op
-    return down_residual_sumsq_triton_op()(a, w_down, residual, variant == "cublas", list(tiles))
+    return torch.ops.eqk.down_residual_sumsq_triton(a, w_down, residual, variant == "cublas",
+                                                    list(tiles))
 
 
 _GATE_UP = {"triton": _gate_up_triton, "reference": _gate_up_reference}
@@ -95,8 +96,11 @@ _DOWN = {"triton": _down_triton, "reference": _down_reference}
 def resolve_swiglu(device: torch.device, backend: str = "auto") -> str:
     """The backend both SwiGLU ops run on for tensors on `device`: "triton" on CUDA when Triton
     is there, else "reference" (CPU tensors: the reference unless asked for "triton")."""
-    return _backends.pick("swiglu", device, backend,
+    name = _backends.pick("swiglu", device, backend,
                           among=tuple(n for n in BACKENDS if n in _GATE_UP))
+    if name == "triton":  # registers torch.ops.eqk.*_triton (here: never in a trace)
+        importlib.import_module("eqkernels.ops.triton.swiglu")
+    return name
 
 
 def _check_variant(variant: str) -> None:

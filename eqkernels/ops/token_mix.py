@@ -28,6 +28,7 @@ Triton kernel (torch.ops.eqk.token_mix_triton) on CUDA tensors, the reference el
 """
 from __future__ import annotations
 
+import importlib
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -40,6 +41,9 @@ __all__ = ["token_mix", "token_mix_ref", "resolve_token_mix", "prepare_token_mix
            "PackedTokenWeights", "token_chunks", "BACKENDS"]
 
 BACKENDS = ("triton", "reference")  # the backends that implement this op
+# The Triton kernel keeps the (T x channel tile) slab and its products in registers: beyond 256
+# tokens it no longer fits at any useful tile (auto then runs the reference).
+MAX_T_TRITON = 256
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:
@@ -107,17 +111,16 @@ def _reference(h, w_gate_up, w_down, *, eps, inj, in_scale, in_sumsq, tiles, pac
 
 
 def _triton(h, w_gate_up, w_down, *, eps, inj, in_scale, in_sumsq, tiles, packed):
-    from eqkernels.ops.triton.token_mix import token_mix_triton_op
     if packed is None:
         packed = prepare_token_mix(w_gate_up, w_down)
     scale = in_sumsq if in_sumsq is not None else in_scale
-    return token_mix_triton_op()(h, packed.gate_up_t, packed.down_t, inj, scale,
-                                 in_sumsq is not None, eps, list(tiles))
+    # torch.ops, not the Triton module's names: nothing to import inside a torch.compile trace
+    return torch.ops.eqk.token_mix_triton(h, packed.gate_up_t, packed.down_t, inj, scale,
+                                          in_sumsq is not None, eps, list(tiles))
 
 
 def _triton_supports(h: torch.Tensor) -> bool:
-    from eqkernels.ops.triton.token_mix import MAX_T
-    return h.dtype != torch.float64 and h.shape[1] <= MAX_T
+    return h.dtype != torch.float64 and h.shape[1] <= MAX_T_TRITON
 
 
 _IMPLEMENTATIONS = {"triton": _triton, "reference": _reference}
@@ -127,8 +130,11 @@ _IMPLEMENTATIONS = {"triton": _triton, "reference": _reference}
 def resolve_token_mix(device: torch.device, backend: str = "auto") -> str:
     """The backend token_mix runs on for tensors on `device`: "triton" on CUDA when Triton is
     there, else "reference" (CPU tensors: always the reference unless asked for "triton")."""
-    return _backends.pick("token_mix", device, backend,
+    name = _backends.pick("token_mix", device, backend,
                           among=tuple(n for n in BACKENDS if n in _IMPLEMENTATIONS))
+    if name == "triton":  # registers torch.ops.eqk.token_mix_triton (here: never in a trace)
+        importlib.import_module("eqkernels.ops.triton.token_mix")
+    return name
 
 
 def token_mix(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, eps: float,

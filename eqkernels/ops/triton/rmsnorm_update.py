@@ -22,7 +22,6 @@ The op: `rmsnorm_update_triton_op()`, torch.ops.eqk.rmsnorm_update_triton.
 """
 from __future__ import annotations
 
-import functools
 from typing import List
 
 import torch
@@ -228,10 +227,14 @@ def rmsnorm_update_triton(z: Tensor, r: Tensor, sumsq: Tensor, z_next: Tensor, a
     step.add_(1)  # after the kernel read it, on the same stream
 
 
-@functools.lru_cache(maxsize=None)
+# Registered when this module is first imported (the dispatcher imports it as it resolves the
+# backend, outside any torch.compile trace).
+_OP = torch.library.triton_op(
+    "eqk::rmsnorm_update_triton", rmsnorm_update_triton,
+    mutates_args=("z_next", "active", "converged", "diverged", "nstep", "abs_res", "rel_res",
+                  "step"))
+
+
 def rmsnorm_update_triton_op():
-    """torch.ops.eqk.rmsnorm_update_triton (registered on first use)."""
-    return torch.library.triton_op(
-        "eqk::rmsnorm_update_triton", rmsnorm_update_triton,
-        mutates_args=("z_next", "active", "converged", "diverged", "nstep", "abs_res",
-                      "rel_res", "step"))
+    """torch.ops.eqk.rmsnorm_update_triton."""
+    return _OP

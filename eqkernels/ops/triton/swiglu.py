@@ -24,7 +24,6 @@ The ops: torch.ops.eqk.swiglu_gate_up_triton, torch.ops.eqk.down_residual_sumsq_
 """
 from __future__ import annotations
 
-import functools
 from typing import List, Tuple
 
 import torch
@@ -369,15 +368,19 @@ def down_residual_sumsq_triton(a: Tensor, w_down: Tensor, residual: Tensor, cubl
     return out, sumsq
 
 
-@functools.lru_cache(maxsize=None)
+# Registered when this module is first imported (the dispatcher imports it as it resolves the
+# backend, outside any torch.compile trace).
+_GATE_UP_OP = torch.library.triton_op("eqk::swiglu_gate_up_triton", swiglu_gate_up_triton,
+                                      mutates_args=())
+_DOWN_OP = torch.library.triton_op("eqk::down_residual_sumsq_triton", down_residual_sumsq_triton,
+                                   mutates_args=())
+
+
 def swiglu_gate_up_triton_op():
-    """torch.ops.eqk.swiglu_gate_up_triton (registered on first use)."""
-    return torch.library.triton_op("eqk::swiglu_gate_up_triton", swiglu_gate_up_triton,
-                                   mutates_args=())
+    """torch.ops.eqk.swiglu_gate_up_triton."""
+    return _GATE_UP_OP
 
 
-@functools.lru_cache(maxsize=None)
 def down_residual_sumsq_triton_op():
-    """torch.ops.eqk.down_residual_sumsq_triton (registered on first use)."""
-    return torch.library.triton_op("eqk::down_residual_sumsq_triton", down_residual_sumsq_triton,
-                                   mutates_args=())
+    """torch.ops.eqk.down_residual_sumsq_triton."""
+    return _DOWN_OP

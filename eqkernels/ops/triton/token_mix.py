@@ -25,7 +25,6 @@ The op: `token_mix_triton_op()`, torch.ops.eqk.token_mix_triton.
 """
 from __future__ import annotations
 
-import functools
 from typing import List, Optional
 
 import torch
@@ -33,13 +32,10 @@ import triton
 import triton.language as tl
 
 from eqkernels.ops import _looped_checks
+from eqkernels.ops.token_mix import MAX_T_TRITON as MAX_T
 from eqkernels.ops.token_mix import token_chunks
 from eqkernels.ops.triton._looped_common import (TL_DTYPES, cast_to, dot_operand, interpreted,
                                                  launch_guard, nothing_to_run)
-
-# The slab (BLOCK_C x T_A+T_B float32 accumulators, plus the per-chunk gate/up products) lives in
-# registers: beyond 256 tokens it no longer fits at any useful channel tile.
-MAX_T = 256
 
 
 @triton.jit
@@ -262,8 +258,12 @@ def token_mix_triton(h: Tensor, gate_up_t: Tensor, down_t: Tensor, inj: Optional
     return out
 
 
-@functools.lru_cache(maxsize=None)
+# Registered when this module is first imported (the dispatcher imports it as it resolves the
+# backend, outside any torch.compile trace): token_mix_triton as a torch.library.triton_op (its
+# fake kernel: the same function on fake tensors).
+_OP = torch.library.triton_op("eqk::token_mix_triton", token_mix_triton, mutates_args=())
+
+
 def token_mix_triton_op():
-    """torch.ops.eqk.token_mix_triton (registered on first use): token_mix_triton as a
-    torch.library.triton_op (its fake kernel: the same function on fake tensors)."""
-    return torch.library.triton_op("eqk::token_mix_triton", token_mix_triton, mutates_args=())
+    """torch.ops.eqk.token_mix_triton."""
+    return _OP
