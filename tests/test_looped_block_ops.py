@@ -26,6 +26,13 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 FP32_RTOL = 1e-5  # the issue's bar for float32: max |ours - ref| / max |ref|
 
 
+def _grid(cpu_cases, cuda_cases):
+    """(device, *case) parameters: the whole grid interpreted on CPU, a subset on CUDA (each
+    new constexpr combination is a Triton compile there, within the GPU suite's time)."""
+    return ([("cpu",) + tuple(c) for c in cpu_cases]
+            + [pytest.param("cuda", *c, marks=pytest.mark.gpu) for c in cuda_cases])
+
+
 def _require_triton(device):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -65,11 +72,12 @@ def _token_case(B, T, C, I, dtype, seed, device="cpu"):
 
 
 TOKEN_SHAPES = [(2, 81, 32, 256), (3, 9, 40, 48), (2, 20, 16, 32)]  # the Sudoku-like T = 81 once
+LOADS = ["plain", "inj", "in_scale", "in_sumsq"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("B,T,C,I", TOKEN_SHAPES, ids=lambda v: str(v))
-@pytest.mark.parametrize("load", ["plain", "inj", "in_scale", "in_sumsq"])
+@pytest.mark.parametrize("device,B,T,C,I,load", _grid(
+    [s + (ld,) for s in TOKEN_SHAPES for ld in LOADS],
+    [TOKEN_SHAPES[0] + (ld,) for ld in ("inj", "in_sumsq")]))
 def test_token_mix_float32_matches_reference(device, B, T, C, I, load):
     _require_triton(device)
     seed = random.randrange(2**31)
@@ -144,9 +152,9 @@ def _swiglu_case(M, C, I, dtype, seed, device="cpu"):
 SWIGLU_SHAPES = [(162, 64, 256), (37, 40, 48)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M,C,I", SWIGLU_SHAPES, ids=lambda v: str(v))
-@pytest.mark.parametrize("variant", ["fused", "cublas"])
+@pytest.mark.parametrize("device,M,C,I,variant", _grid(
+    [s + (v,) for s in SWIGLU_SHAPES for v in ("fused", "cublas")],
+    [SWIGLU_SHAPES[0] + (v,) for v in ("fused", "cublas")]))
 def test_swiglu_float32_matches_reference(device, M, C, I, variant):
     _require_triton(device)
     seed = random.randrange(2**31)
@@ -228,9 +236,12 @@ def _run_update(fn, z, r, ss, st, seed, t, **kw):
     return out, st
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("tiles", [(), (4, 32, 3, 4)], ids=["one-program", "split-rows"])
+DTYPES3 = [torch.float32, torch.bfloat16, torch.float64]
+
+
+@pytest.mark.parametrize("device,dtype,tiles", _grid(
+    [(dt, t) for dt in DTYPES3 for t in [(), (4, 32, 3, 4)]],
+    [(dt, t) for dt in DTYPES3[:2] for t in [(), (4, 32, 3, 4)]]))
 def test_rmsnorm_update_matches_reference(device, dtype, tiles):
     _require_triton(device)
     seed, t = random.randrange(2**31), random.randrange(10_000)
