@@ -100,8 +100,10 @@ def token_mix_ref(h: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor
         x = x + inj.to(wide)
     if in_scale is not None:
         x = x * in_scale.to(wide).reshape(h.shape[:2])[..., None]
-    gate, up = torch.matmul(w_gate_up.to(wide), x).chunk(2, dim=1)  # (B, I, C) each
-    y = x + torch.matmul(w_down.to(wide), F.silu(gate) * up)
+    B = x.shape[0]
+    # W @ x[b] as one batched GEMM whose weight has batch stride 0 (no copies)
+    gate, up = torch.bmm(w_gate_up.to(wide).expand(B, -1, -1), x).chunk(2, dim=1)
+    y = x + torch.bmm(w_down.to(wide).expand(B, -1, -1), F.silu(gate) * up)
     return (y * torch.rsqrt(y.pow(2).mean(1, keepdim=True) + eps)).to(h.dtype)
 
 
