@@ -83,7 +83,7 @@ fi
 if [ $DRY = 1 ]; then
   # The in-tree CPU build is reused (CI built it); the CUDA build itself is CI's own stage.
   stage build 60 "$PY" -c "import eqkernels, pprint; pprint.pprint(eqkernels.backends())"
-  SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --steps 20 --repeats 1"
+  SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --seconds 0.05 --repeats 1"
   SIZES_S=4x32; BENCH_ARGS="--device cpu"
   PYTEST_ARGS="-m gpu -q tests"
 else
