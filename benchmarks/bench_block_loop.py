@@ -178,8 +178,8 @@ def run_batch(B, args, device):
     target = 1.0 if device.type == "cpu" else (3.0 if B == 64 else None)
     verdict = "-" if target is None else f">= {target:g} {'ok' if ratio >= target else 'MISS'}"
     print(f"  B={B}: {steps} steps ({steps // K} segments of {K}), backend {backend[0]}, "
-          f"eager {eager_rate:.2f} steps/s, ours {ours_rate:.2f} steps/s, ours+graphs {graphs_rate:.2f} steps/s "
-          f"({graph_mode[0]})", flush=True)
+          f"eager {eager_rate:.2f} steps/s, ours {ours_rate:.2f} steps/s, "
+          f"ours+graphs {graphs_rate:.2f} steps/s ({graph_mode[0]})", flush=True)
     return [str(B), str(steps), backend[0], f"{eager_rate:.2f}", f"{ours_rate:.2f}",
             f"{ratio:.3f}", f"{graphs_rate:.2f}", f"{graphs_rate / eager_rate:.3f}",
             graph_mode[0], verdict]

@@ -113,7 +113,8 @@ def test_bad_arguments_to_the_compiled_ops_raise_value_error_in_a_fresh_process(
     run = subprocess.run([sys.executable, "-c", "import eqkernels.ops\n" + PROBE, device,
                           str(ROOT / "tests")], capture_output=True, text=True, cwd=ROOT,
                          timeout=300)
-    assert run.returncode == 0, f"rc {run.returncode} (negative: killed by that signal)\n{run.stderr[-2000:]}"
+    assert run.returncode == 0, (f"rc {run.returncode} (negative: killed by that signal)\n"
+                                 f"{run.stderr[-2000:]}")
     lines = run.stdout.splitlines()
     assert lines == ["ValueError: anderson_step: abs_res must be a (4,) torch.float32 tensor, "
                      "got shape [1] and dtype torch.float32",
