@@ -66,8 +66,8 @@ def _import_torch():
                            env=env, capture_output=True, text=True)
     if probe.returncode != 0:
         raise SystemExit("error: eqkernels compiles its kernels against the installed torch and "
-                         f"{sys.executable} has none: install torch first, then "
-                         "`pip install --no-build-isolation .` (or set EQK_SKIP_EXTENSION=1)")
+                         f"{sys.executable} has none: install torch first, then `pip install .` "
+                         "again (or set EQK_SKIP_EXTENSION=1 for the pure-Python references)")
     sys.path.append(probe.stdout.strip().splitlines()[-1])  # after the build requirements
     import torch
     return torch
