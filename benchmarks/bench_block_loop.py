@@ -19,6 +19,13 @@ do the same number of block calls (the tolerance is never met: sigma > 0).
 It prints steps/s of each and the ratio ours/eager. Issue targets: >= 1 on CPU (no
 slower); >= 3 on a GPU at B = 64.
 
+Step count. Every loop is first run untimed (compilation, cuBLAS set-up, one graph
+capture), then one K-step segment of the eager loop is timed to pick N for about
+--seconds of work. N is a whole number of K-step graph segments (K = --graph-steps,
+damped's default) and at least --min-segments of them, so the graph column amortises
+its one capture and never times a partial segment; a row timed over fewer steps is
+refused (exit 2), not reported.
+
 Run (from the repository root):
 
     python benchmarks/bench_block_loop.py                      # B in 1, 64, 512 on CPU
@@ -28,6 +35,8 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
+import inspect
+import sys
 
 import torch
 from torch import nn
@@ -42,6 +51,8 @@ import eqkernels  # noqa: E402
 TOKENS, WIDTH = 81, 512
 DAMPING, SIGMA = 0.95, 0.01
 TOL = 1e-30  # never met with noise: both loops run exactly N steps
+GRAPH_STEPS = inspect.signature(eqkernels.damped).parameters["graph_steps"].default
+MIN_SEGMENTS = 4  # a timed run is at least this many whole graph segments
 
 
 class RMSNorm(nn.Module):
@@ -93,7 +104,7 @@ def eager_loop(block, z0, inj, steps, autocast):
     return z
 
 
-def our_loop(block, z0, inj, steps, autocast, backend, graphs=False):
+def our_loop(block, z0, inj, steps, autocast, backend, graphs=False, graph_steps=GRAPH_STEPS):
     B = z0.shape[0]
 
     def f(z_flat):
@@ -101,8 +112,30 @@ def our_loop(block, z0, inj, steps, autocast, backend, graphs=False):
             return block(z_flat.view(B, TOKENS, WIDTH) + inj).float().reshape(B, -1)
 
     z, info = eqkernels.damped(f, z0.reshape(B, -1), max_iter=steps, tol=TOL, damping=DAMPING,
-                               noise_std=SIGMA, seed=0, backend=backend, cuda_graph=graphs)
+                               noise_std=SIGMA, seed=0, backend=backend, cuda_graph=graphs,
+                               graph_steps=graph_steps)
     return z, info
+
+
+def min_steps(args):
+    """The fewest steps a reported row may be timed over: --min-segments whole segments."""
+    return args.min_segments * args.graph_steps
+
+
+def pick_steps(args, seconds_per_step):
+    """N: --steps, or about --seconds of work; a whole number of graph segments, at least
+    min_steps(args). Raises ValueError where --steps / --max-steps ask for fewer."""
+    K, low = args.graph_steps, min_steps(args)
+    if args.steps is not None:
+        steps = args.steps
+    else:
+        want = int(args.seconds / max(seconds_per_step, 1e-9))
+        steps = max(low, min(args.max_steps // K * K, -(-want // K) * K))
+    if steps < low or steps % K:
+        raise ValueError(f"{steps} steps is not a whole number of >= {args.min_segments} "
+                         f"segments of {K} steps (--min-segments x --graph-steps = {low}); "
+                         f"fewer would time warm-up and capture, not the loop")
+    return steps
 
 
 def run_batch(B, args, device):
@@ -111,35 +144,42 @@ def run_batch(B, args, device):
     inj = torch.randn(B, TOKENS, WIDTH, device=device)
     z0 = torch.randn(B, TOKENS, WIDTH, device=device)
     autocast = device.type == "cuda"
+    K = args.graph_steps
     with torch.no_grad():
-        one_step, _ = time_call(lambda: eager_loop(block, z0, inj, 1, autocast), device)
-        steps = args.steps or max(2, min(args.max_steps, int(args.seconds / max(one_step, 1e-6))))
         backend, graph_mode = [None], [None]
 
-        def ours():
-            _, info = our_loop(block, z0, inj, steps, autocast, args.backend)
+        def eager(steps):
+            return eager_loop(block, z0, inj, steps, autocast)
+
+        def ours(steps):
+            _, info = our_loop(block, z0, inj, steps, autocast, args.backend, graph_steps=K)
             backend[0] = info.backend
 
-        def ours_graphs():
-            _, info = our_loop(block, z0, inj, steps, autocast, args.backend, graphs=True)
+        def ours_graphs(steps):
+            _, info = our_loop(block, z0, inj, steps, autocast, args.backend, graphs=True,
+                               graph_steps=K)
             graph_mode[0] = info.extra["cuda_graph"].split(" (")[0]
 
-        ours()  # warm-up (and the backend name)
-        ours_graphs()
-        eager_loop(block, z0, inj, 1, autocast)
+        # Untimed warm-up of all three (kernel compilation, cuBLAS handles, autocast caches,
+        # the graph path's warm-up segment and capture), THEN the calibration: a first call
+        # once picked 3 steps at B=1, fewer than one graph segment.
+        for fn in (eager, ours, ours_graphs):
+            fn(2 * K)
+        per_step = time_call(lambda: eager(K), device)[0] / K
+        steps = pick_steps(args, per_step)
         eager_t, ours_t, graphs_t = [], [], []
         for _ in range(args.repeats):  # interleaved, so load drift hits all alike
-            eager_t.append(time_call(lambda: eager_loop(block, z0, inj, steps, autocast), device)[0])
-            ours_t.append(time_call(ours, device)[0])
-            graphs_t.append(time_call(ours_graphs, device)[0])
+            eager_t.append(time_call(lambda: eager(steps), device)[0])
+            ours_t.append(time_call(lambda: ours(steps), device)[0])
+            graphs_t.append(time_call(lambda: ours_graphs(steps), device)[0])
     eager_rate, ours_rate = steps / median(eager_t), steps / median(ours_t)
     graphs_rate = steps / median(graphs_t)
     ratio = ours_rate / eager_rate
     target = 1.0 if device.type == "cpu" else (3.0 if B == 64 else None)
     verdict = "-" if target is None else f">= {target:g} {'ok' if ratio >= target else 'MISS'}"
-    print(f"  B={B}: {steps} steps, backend {backend[0]}, eager {eager_rate:.2f} steps/s, "
-          f"ours {ours_rate:.2f} steps/s, ours+graphs {graphs_rate:.2f} steps/s "
-          f"({graph_mode[0]})", flush=True)
+    print(f"  B={B}: {steps} steps ({steps // K} segments of {K}), backend {backend[0]}, "
+          f"eager {eager_rate:.2f} steps/s, ours {ours_rate:.2f} steps/s, "
+          f"ours+graphs {graphs_rate:.2f} steps/s ({graph_mode[0]})", flush=True)
     return [str(B), str(steps), backend[0], f"{eager_rate:.2f}", f"{ours_rate:.2f}",
             f"{ratio:.3f}", f"{graphs_rate:.2f}", f"{graphs_rate / eager_rate:.3f}",
             graph_mode[0], verdict]
@@ -156,7 +196,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--backend", default="auto", help="eqkernels backend for the epilogue")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps per timed run (default: about --seconds of work, >= 2)")
+                   help="steps per timed run (default: about --seconds of work); a multiple "
+                        "of --graph-steps, at least --min-segments of them")
+    p.add_argument("--graph-steps", type=int, default=GRAPH_STEPS,
+                   help=f"K, steps per CUDA-graph segment (default {GRAPH_STEPS}, damped's)")
+    p.add_argument("--min-segments", type=int, default=MIN_SEGMENTS,
+                   help=f"fewest whole segments a row is timed over (default {MIN_SEGMENTS})")
     p.add_argument("--seconds", type=float, default=2.0, help="target seconds per timed run")
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
@@ -172,6 +217,17 @@ def main(argv=None):
     global TOKENS, WIDTH
     args = parse_args(argv)
     TOKENS, WIDTH = args.tokens, args.width
+    if args.graph_steps < 1 or args.min_segments < 1:
+        sys.exit("error: --graph-steps and --min-segments must be >= 1")
+    try:
+        if args.steps is not None:
+            pick_steps(args, 1.0)  # refuse a too-short --steps before any work
+        if args.max_steps < min_steps(args):
+            raise ValueError(f"--max-steps {args.max_steps} is below the minimum "
+                             f"{min_steps(args)} (--min-segments x --graph-steps)")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     device = setup_device(args.device, args.threads)
     print("Running...", flush=True)
     rows = [run_batch(int(b), args, device) for b in args.batches.split(",") if b.strip()]
@@ -179,7 +235,9 @@ def main(argv=None):
               *environment_lines(device),
               f"block: 2 x post-norm RMSNorm + SwiGLU over (B, {TOKENS}, {WIDTH}), "
               f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}; damping {DAMPING}, "
-              f"sigma {SIGMA}; median of {args.repeats} interleaved runs"]
+              f"sigma {SIGMA}; median of {args.repeats} interleaved runs after an untimed warm-up; "
+              f"steps: whole {args.graph_steps}-step graph segments, at least "
+              f"{args.min_segments} of them"]
     notes = ["ours/eager = steps/s of eqkernels.damped over the eager loop's, same run; "
              "targets: >= 1 on CPU, >= 3 at B=64 on a GPU. graphs/eager: "
              "eqkernels.damped(cuda_graph=True) over the eager loop ('graph mode' says whether "

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -25,9 +27,28 @@ BACKEND_NAMES = ("cpp", "cuda", "triton", "reference")
 _NO_KERNEL_IMAGE: dict = {}
 
 
+def _built_for_other_torch(record=None):
+    """Why the compiled extension must not be loaded, or None: setup.py records the torch it
+    was compiled against in eqkernels/_C_build.json, and a C++ extension loaded into another
+    torch can fail in any call (or import, or not at all). No record (an older build): None."""
+    record = record or Path(__file__).with_name("_C_build.json")
+    try:
+        built = json.loads(Path(record).read_text())["torch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if built != torch.__version__:
+        return (f"compiled extension eqkernels._C was built against torch {built}, this is torch "
+                f"{torch.__version__}: rebuild it (pip install --no-build-isolation . , or "
+                f"python setup.py build_ext --inplace)")
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _load_extension():
     """(module or None, reason string). Importing it registers the torch.ops.eqk.* ops."""
+    mismatch = _built_for_other_torch()
+    if mismatch is not None:
+        return None, mismatch
     try:
         module = importlib.import_module("eqkernels._C")
     except ImportError as err:  # not built, or built against another torch

@@ -5,6 +5,9 @@
 #   2. builds the CUDA extension in place (EQK_CUDA_ARCHS: the device's arch),
 #   3. runs the GPU tests (pytest -m gpu: every backend against the reference, CUDA-graph
 #      replay vs eager iterates, noise stream identity, the defect tests' GPU halves),
+#      then the CPU test suite on this same build (cpu_tests: error paths and the C++
+#      runtime linkage included -- the first GPU build crashed on every bad argument while
+#      CI's passed; not the Triton-interpreter tests, which need TRITON_INTERPRET=1),
 #   4. runs each benchmark in its GPU configuration (Anderson mix bytes/s vs copy bandwidth;
 #      the EqR-shaped loop eager vs ours vs ours+graphs at B = 1, 64, 512 in bf16; solver
 #      overhead vs torchdeq; Sudoku eval throughput where its benchmark exists),
@@ -83,9 +86,11 @@ fi
 if [ $DRY = 1 ]; then
   # The in-tree CPU build is reused (CI built it); the CUDA build itself is CI's own stage.
   stage build 60 "$PY" -c "import eqkernels, pprint; pprint.pprint(eqkernels.backends())"
-  SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --steps 20 --repeats 1"
+  SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --seconds 0.05 --repeats 1"
   SIZES_S=4x32; BENCH_ARGS="--device cpu"
   PYTEST_ARGS="-m gpu -q tests"
+  # CI runs the whole CPU suite itself: here the stage's plumbing, on the error-path tests
+  CPU_TESTS=(tests/test_ext_symbols.py tests/test_ops_registration.py)
 else
   ARCH=$("$PY" -c "import torch; a, b = torch.cuda.get_device_capability(0); print(f'{a}{b}')")
   stage build 200 env EQK_CUDA_ARCHS="$ARCH" MAX_JOBS="$(nproc)" "$PY" setup.py -q build_ext --inplace
@@ -93,9 +98,12 @@ else
   SIZES_A="64x256x6,1024x1024x6,256x8192x8,1024x4x16"; BATCHES=1,64,512
   LOOP="--seconds 1 --repeats 3"; SIZES_S="64x256,512x1024"; BENCH_ARGS="--device cuda"
   PYTEST_ARGS="-m gpu -q -x tests"
+  CPU_TESTS=(tests)
 fi
 
 stage gpu_tests 150 "$PY" -m pytest $PYTEST_ARGS -p no:cacheprovider
+stage cpu_tests 120 "$PY" -m pytest -q -m "not gpu and not interpreter" -p no:cacheprovider \
+  "${CPU_TESTS[@]}"
 stage bench_anderson_mix 60 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
   --out "$DEST/anderson_mix_${TAG}.md"
 stage bench_block_loop 90 "$PY" benchmarks/bench_block_loop.py $BENCH_ARGS --batches "$BATCHES" $LOOP \

@@ -15,7 +15,8 @@ from eqkernels.ops.block_step import (block_step, block_step_ref, new_step_count
 from eqkernels.ops.tracking import SolveState
 
 # The CUDA-device cases are marked gpu: scripts/gpu_suite.sh runs them (pytest -m gpu).
-FAST_BACKENDS = [("cpp", "cpu"), ("triton", "cpu"),
+FAST_BACKENDS = [("cpp", "cpu"),
+                 pytest.param("triton", "cpu", marks=pytest.mark.interpreter),
                  pytest.param("cuda", "cuda", marks=pytest.mark.gpu),
                  pytest.param("triton", "cuda", marks=pytest.mark.gpu)]
 BACKEND_IDS = ["cpp-cpu", "triton-cpu", "cuda-cuda", "triton-cuda"]

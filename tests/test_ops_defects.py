@@ -82,6 +82,7 @@ def _offsets_probe(out_ptr, n, stride_b, stride_n, BLOCK_N: tl.constexpr):
              tbs._offsets(rows64, cols, stride_b, stride_n))
 
 
+@pytest.mark.interpreter
 def test_triton_column_offsets_are_64_bit():
     """(n - 1) * stride_n >= 2**31 with stride_n < 2**31: the offset must not wrap (only the
     offsets are computed: no 8 GB tensor)."""

@@ -55,6 +55,7 @@ def test_opcheck_anderson_step(B, n, m, dtype):
     torch.library.opcheck(torch.ops.eqk.anderson_step.default, anderson_args(B, n, m, dtype, seed))
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("op", ["block_step", "anderson_step"])
 def test_opcheck_triton_ops_interpreted(op):
     if not _backends._usable("triton", torch.device("cpu")):

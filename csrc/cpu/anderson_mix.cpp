@@ -99,8 +99,8 @@ inline vd widen<float>(vf_u v) {
 }
 inline double hsum(vd v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
-// a * b + c in one rounding where the target has FMA. (Explicit: -std=c++20 turns GCC's
-// floating-point contraction off, so `a * b + c` would stay a multiply and an add.)
+// a * b + c in one rounding where the target has FMA. (Explicit, not left to the compiler:
+// whether it contracts `a * b + c` depends on the compiler and its -ffp-contract default.)
 inline vd fmadd(vd a, vd b, vd c) {
 #if defined(__FMA__)
   return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
