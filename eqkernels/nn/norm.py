@@ -40,6 +40,38 @@ NORM_TYPES = ("spectral_norm", "weight_norm", "none")
 _INIT_POWER_ITERATIONS = 15
 
 
+def weight_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """weight as an (h, w) matrix whose rows index `dim` (the output channels)."""
+    if dim != 0:
+        weight = weight.movedim(dim, 0)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def channel_norm(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """L2 norm of each slice of weight along `dim`, shaped to broadcast against weight."""
+    keep = [1] * weight.dim()
+    keep[dim] = weight.shape[dim]
+    return weight_matrix(weight, dim).norm(dim=1).reshape(keep)
+
+
+def power_iteration(mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, steps: int,
+                    eps: float):
+    """`steps` power-iteration steps on mat (h, w) from u (h,), v (w,); new (u, v)."""
+    for _ in range(steps):
+        v = F.normalize(mat.t().mv(u), dim=0, eps=eps)
+        u = F.normalize(mat.mv(v), dim=0, eps=eps)
+    return u, v
+
+
+def rescale(weight: torch.Tensor, norm: torch.Tensor, scale, clip: bool,
+            clip_value: float) -> torch.Tensor:
+    """weight * min(clip_value, scale / norm) (the min only with clip): the normalised weight."""
+    factor = scale / norm
+    if clip:
+        factor = factor.clamp(max=clip_value)
+    return weight * factor
+
+
 class _DEQNorm(nn.Module):
     """Parametrisation W_raw -> W_raw * min(clip_value, s / ||W_raw||), cached per forward."""
 
@@ -51,10 +83,8 @@ class _DEQNorm(nn.Module):
         self.learn_scale, self.target_norm = learn_scale, float(target_norm)
         self.clip, self.clip_value = clip, float(clip_value)
         self.n_power_iterations, self.eps = n_power_iterations, eps
-        keep = [1] * weight.dim()
-        keep[dim] = weight.shape[dim]
         with torch.no_grad():
-            mat = self._matrix(weight)
+            mat = weight_matrix(weight, dim)
             if kind == "spectral_norm":
                 u = F.normalize(torch.randn(mat.shape[0], dtype=weight.dtype,
                                             device=weight.device), dim=0, eps=eps)
@@ -63,32 +93,23 @@ class _DEQNorm(nn.Module):
                 self.register_buffer("_u", u)
                 self.register_buffer("_v", v)
                 self._power_iteration(mat, _INIT_POWER_ITERATIONS)
-                init = torch.full(keep, self.target_norm, dtype=weight.dtype,
-                                  device=weight.device)
+                init = torch.full_like(channel_norm(weight, dim), self.target_norm)
             else:  # weight norm: s starts at ||W_raw|| so W is unchanged at first
-                init = mat.norm(dim=1).reshape(keep)
+                init = channel_norm(weight, dim)
         if learn_scale:
             self.g = nn.Parameter(init.clone())
         self._cache: Optional[torch.Tensor] = None
         self._cache_key = None
 
-    def _matrix(self, weight):
-        if self.dim != 0:
-            weight = weight.movedim(self.dim, 0)
-        return weight.reshape(weight.shape[0], -1)
-
     def _power_iteration(self, mat, steps):
-        u, v = self._u, self._v
-        for _ in range(steps):
-            v = F.normalize(mat.t().mv(u), dim=0, eps=self.eps)
-            u = F.normalize(mat.mv(v), dim=0, eps=self.eps)
+        u, v = power_iteration(mat, self._u, self._v, steps, self.eps)
         self._u.copy_(u)
         self._v.copy_(v)
 
     def _norm(self, weight):
         """||W_raw||, shaped to broadcast against weight (a scalar for sigma_max)."""
-        mat = self._matrix(weight)
         if self.kind == "spectral_norm":
+            mat = weight_matrix(weight, self.dim)
             if self.training:
                 with torch.no_grad():
                     self._power_iteration(mat.detach(), self.n_power_iterations)
@@ -96,16 +117,11 @@ class _DEQNorm(nn.Module):
             u = self._u.clone(memory_format=torch.contiguous_format)
             v = self._v.clone(memory_format=torch.contiguous_format)
             return torch.dot(u, mat.mv(v))
-        keep = [1] * weight.dim()
-        keep[self.dim] = weight.shape[self.dim]
-        return mat.norm(dim=1).reshape(keep)
+        return channel_norm(weight, self.dim)
 
     def compute(self, weight):
         scale = self.g if self.learn_scale else self.target_norm
-        factor = scale / self._norm(weight)
-        if self.clip:
-            factor = factor.clamp(max=self.clip_value)
-        return weight * factor
+        return rescale(weight, self._norm(weight), scale, self.clip, self.clip_value)
 
     def _key(self, weight):
         g = self.g if self.learn_scale else None
