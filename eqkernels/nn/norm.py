@@ -40,6 +40,11 @@ NORM_TYPES = ("spectral_norm", "weight_norm", "none")
 _INIT_POWER_ITERATIONS = 15
 
 
+def out_channel_dim(layer_type) -> int:
+    """The weight dimension that indexes output channels of a NORMED_LAYERS type (0 or 1)."""
+    return _OUT_DIM.get(layer_type, 0)
+
+
 def weight_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
     """weight as an (h, w) matrix whose rows index `dim` (the output channels)."""
     if dim != 0:
@@ -224,7 +229,7 @@ def apply_norm(module: nn.Module, norm_type: str = "weight_norm", *,
     for _, layer in list(_normed_layers(module, types, filter_out, prefix_filter_out)):
         if parametrize.is_parametrized(layer, "weight"):
             continue
-        dim = _OUT_DIM.get(type(layer), 0)
+        dim = out_channel_dim(type(layer))
         norm = _DEQNorm(layer.weight.detach(), dim, kind=norm_type, learn_scale=learn_scale,
                         target_norm=target_norm, clip=clip, clip_value=clip_value,
                         n_power_iterations=n_power_iterations, eps=eps)
