@@ -33,7 +33,8 @@ class Broyden:
     """Good Broyden with up to m secant pairs per sample (None: the solve's max_iter).
 
     State buffers: U, V (B, m, n) (with m=None grown at bind to the run's max_iter),
-    count (B,) int64 pairs in use, prev_z, prev_g (B, n), has_prev (B,) bool.
+    count (B,) int64 pairs in use (slots beyond a sample's count are ignored: a restart only
+    resets count), prev_z, prev_g (B, n), has_prev (B,) bool.
     """
 
     m: Optional[int] = None
@@ -73,36 +74,45 @@ class Broyden:
         m = U.shape[1]
         prev_z, prev_g, has_prev = b["prev_z"], b["prev_g"], b["has_prev"]
         rows_all = torch.arange(state.batch_size, device=state.z.device)
+        slots = torch.arange(m, device=state.z.device)
+        # Slots any sample may use: one host look now, then +1 per step (no per-step sync).
+        used = [min(m, int(count.max()) if count.numel() else 0)]
 
-        def inv_jac(x):  # H x
-            return -x + torch.einsum("bmn,bm->bn", U, torch.einsum("bmn,bn->bm", V, x))
+        def coef(c, k):  # a sample's pairs beyond its count (stale after a restart) count 0
+            return c * (slots[:k] < count[:, None]).to(c.dtype)
 
-        def inv_jac_t(x):  # H^T x
-            return -x + torch.einsum("bmn,bm->bn", V, torch.einsum("bmn,bn->bm", U, x))
+        def apply(A, B_, x, k):  # -x + A^T (mask * (B_ x)) over the first k slots; bmm, as
+            c = coef(torch.bmm(B_[:, :k], x[:, :, None])[:, :, 0], k)  # einsum is 10x slower
+            return torch.bmm(c[:, None, :], A[:, :k])[:, 0] - x
 
-        def forget(rows):
-            U[rows] = 0
-            V[rows] = 0
-            count.masked_fill_(rows, 0)
+        def inv_jac(x, k):  # H x
+            return apply(U, V, x, k)
+
+        def inv_jac_t(x, k):  # H^T x
+            return apply(V, U, x, k)
 
         def step(z, fz):
             live, g, _ = track_residual_ref(z, fz, track, tol, mode)
             secant = live & has_prev
-            forget(secant & (count >= m))  # full memory: restart it (see module doc)
+            count.masked_fill_(secant & (count >= m), 0)  # full memory: restart (module doc)
+            k = used[0]
             dz, dg = z - prev_z, g - prev_g
-            v = inv_jac_t(dz)
+            v = inv_jac_t(dz, k)
             denom = (v * dg).sum(dim=1)
-            u = (dz - inv_jac(dg)) / denom[:, None]
+            u = (dz - inv_jac(dg, k)) / denom[:, None]
             scale = v.norm(dim=1) * dg.norm(dim=1)
-            ok = secant & (denom.abs() > SECANT_RTOL * scale) & torch.isfinite(u).all(dim=1)
-            U[rows_all[ok], count[ok]] = u[ok]
-            V[rows_all[ok], count[ok]] = v[ok]
+            ok = secant & (denom.abs() > SECANT_RTOL * scale) & torch.isfinite(u).all(dim=1) \
+                & torch.isfinite(v).all(dim=1)
+            slot = count.clamp(max=m - 1)
+            U[rows_all, slot] = torch.where(ok[:, None], u, U[rows_all, slot])
+            V[rows_all, slot] = torch.where(ok[:, None], v, V[rows_all, slot])
             count.add_(ok.long())
-            forget(secant & ~ok)
+            count.masked_fill_(secant & ~ok, 0)  # a meaningless secant: restart the memory
+            used[0] = min(m, k + 1)
             prev_z.copy_(torch.where(live[:, None], z, prev_z))
             prev_g.copy_(torch.where(live[:, None], g, prev_g))
             has_prev.logical_or_(live)
-            z.copy_(torch.where(live[:, None], z - inv_jac(g), z))
+            z.copy_(torch.where(live[:, None], z - inv_jac(g, used[0]), z))
         return "reference", step
 
     def step(self, z, fz, state: SolverState, options):

@@ -31,9 +31,10 @@ def ignored(solver_name, kwargs, allowed=()):
     """Warn about solver keyword arguments torchdeq's solver ignores too (solver_kwargs)."""
     extra = sorted(set(kwargs) - set(allowed))
     if extra:
-        warnings.warn(f"{solver_name}: {extra} {'is' if len(extra) == 1 else 'are'} not "
-                      f"options of torchdeq's {solver_name}; ignored, as torchdeq ignores "
-                      f"them", stacklevel=3)
+        what = f"{extra[0]!r} is not an option" if len(extra) == 1 else \
+            f"{', '.join(map(repr, extra))} are not options"
+        warnings.warn(f"{solver_name}: {what} of torchdeq's {solver_name}; ignored, as "
+                      f"torchdeq ignores it", stacklevel=3)
 
 
 def check_mode(stop_mode, tol, stop_rule):
