@@ -15,6 +15,10 @@ differs from torchdeq's, the README's table of differences says how; a keyword o
 is no torchdeq option is an error here (torchdeq ignores it).
 """
 from eqkernels.compat.torchdeq import core, dropout, grad, loss, norm, solver, utils
+# torchdeq's top level also carries these submodules (a side effect of its star imports)
+from eqkernels.compat.torchdeq.loss import correction, jacobian
+from eqkernels.compat.torchdeq.norm import base_norm, spectral_norm, weight_norm
+from eqkernels.compat.torchdeq.utils import arg_utils, config, init, layer_utils, mem
 from eqkernels.compat.torchdeq.core import get_deq, register_deq, reset_deq
 from eqkernels.compat.torchdeq.dropout import (VariationalDropout, VariationalDropout1d,
                                                VariationalDropout2d, VariationalDropout3d,

@@ -25,6 +25,14 @@ class SolverStat(dict):
             self.setdefault(key, torch.tensor([[-1.0]]))
 
     @classmethod
+    def from_solver_info(cls, stop_mode, lowest_dict, trace_dict, lowest_step_dict):
+        """From the per-mode dicts of a torchdeq-style solver (solver/utils.py)."""
+        return cls(abs_lowest=lowest_dict["abs"], rel_lowest=lowest_dict["rel"],
+                   abs_trace=torch.stack(trace_dict["abs"], dim=1),
+                   rel_trace=torch.stack(trace_dict["rel"], dim=1),
+                   nstep=lowest_step_dict[stop_mode])
+
+    @classmethod
     def from_final_step(cls, z, fz, nstep=0):
         """Statistics of one final step fz = f(z) (tensors or lists of tensors, (B, ...));
         traces are (B, 1), nstep = nstep for every sample."""

@@ -10,7 +10,7 @@ class DEQConfig:
     Holds a copy (torchdeq's holds the caller's dict, so its update() also changes the
     caller's Namespace; here the caller's object is left alone)."""
 
-    def __init__(self, config=None):
+    def __init__(self, config):
         self.config = to_dict(config)
 
     def get(self, key, default=None):

@@ -24,7 +24,7 @@ def _damp(new, old, tau):
 
 
 class DEQWrapper:
-    def __init__(self, func, z_init=None):
+    def __init__(self, func, z_init):
         self.func = func
 
     def list2vec(self, z):
