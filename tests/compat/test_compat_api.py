@@ -136,6 +136,17 @@ def test_mem_gc_matches_a_plain_call_and_torchdeqs():
             torch.testing.assert_close(a, b)
     with torch.no_grad():
         torch.testing.assert_close(compat.mem_gc(block, (x,)), block(x))
+    # parameters get gradients when no input requires grad (a phantom step from detached
+    # z*), and dropout inside draws the same mask in the recomputation
+    noisy = nn.Sequential(nn.Linear(5, 7), nn.Dropout(0.5), nn.Linear(7, 5))
+    grads = []
+    for call in (lambda: noisy(x.detach()), lambda: compat.mem_gc(noisy, (x.detach(), ))):
+        noisy.zero_grad()
+        torch.manual_seed(1)
+        call().square().sum().backward()
+        grads.append([p.grad.clone() for p in noisy.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_small_functions_compute_what_torchdeqs_compute():
