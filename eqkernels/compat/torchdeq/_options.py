@@ -74,7 +74,6 @@ CLASS_KWARGS = ("no_stat",)
 # eqkernels' own options (module doc).
 EXTENSIONS = {"stop_rule": "sample"}
 STOP_RULES = ("sample", "batch")
-DEFAULTS = {name: kw.get("default", False) for name, kw in OPTIONS.items()}
 KNOWN = tuple(OPTIONS) + CLASS_KWARGS + tuple(EXTENSIONS)
 
 

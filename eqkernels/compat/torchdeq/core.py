@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from eqkernels.backward.supervision import supervision_steps
-from eqkernels.compat.torchdeq._options import KNOWN, STOP_RULES, check_kwargs, read
+from eqkernels.compat.torchdeq._options import (EXTENSIONS, KNOWN, STOP_RULES, check_kwargs,
+                                                read)
 from eqkernels.compat.torchdeq.dropout import reset_dropout
 from eqkernels.compat.torchdeq.grad import backward_factory, make_pair
 from eqkernels.compat.torchdeq.loss import power_method
@@ -94,7 +95,7 @@ class DEQBase(nn.Module):
             raise ValueError(f"eval_factor must be a number >= 0, got {eval_factor!r}")
         self.eval_f_max_iter = eval_f_max_iter if eval_f_max_iter > 0 \
             else int(self.f_max_iter * eval_factor)
-        self.stop_rule = get("stop_rule", "sample")
+        self.stop_rule = get("stop_rule", EXTENSIONS["stop_rule"])
         if self.stop_rule not in STOP_RULES:
             raise ValueError(f"stop_rule must be one of {STOP_RULES}, got {self.stop_rule!r}")
         self.hook = None
