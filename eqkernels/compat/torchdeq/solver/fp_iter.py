@@ -11,7 +11,8 @@ from eqkernels.solvers import FixedPoint
 def fixed_point_iter(func, x0, max_iter=50, tol=1e-3, stop_mode="abs", indexing=None, tau=1.0,
                      return_final=False, stop_rule="sample", **kwargs):
     """Damped fixed-point iteration z <- tau f(z) + (1 - tau) z (torchdeq's signature and
-    defaults); the residual is that step's length, ||tau (f(z) - z)||, as in torchdeq. Returns (z, states at `indexing`, SolverStat): z is the step taken from the
+    defaults); the residual is that step's length, ||tau (f(z) - z)||, as in torchdeq.
+    Returns (z, states at `indexing`, SolverStat): z is the step taken from the
     lowest-residual iterate (torchdeq's choice). stop_rule: "sample" | "batch"
     (see solver/_run.py). Other keyword arguments are ignored with a warning."""
     ignored("fixed_point_iter", kwargs)
