@@ -20,7 +20,9 @@ where ||.|| is sigma_max (spectral norm, one power-iteration step per reset in t
 mode) or the per-output-channel L2 norm (weight norm), and s is a learnable per-output-
 channel scale (learn_scale=True) or the constant target_norm. The weights are
 re-parametrised in place with torch.nn.utils.parametrize (state_dict, .to(), deepcopy and
-DDP work as usual); `remove_norm` bakes the current normalised weights back in.
+DDP work as usual); `remove_norm` bakes the current normalised weights back in. A state dict
+saved by torchdeq's apply_norm (weight_g / weight_v, weight_orig / weight_u / weight_v) loads
+into a layer normalised here with the same norm type.
 """
 from __future__ import annotations
 
@@ -235,7 +237,31 @@ def apply_norm(module: nn.Module, norm_type: str = "weight_norm", *,
                         n_power_iterations=n_power_iterations, eps=eps)
         norm.train(layer.training)
         parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
+        layer._register_load_state_dict_pre_hook(_from_torchdeq_names)
     return module
+
+
+# A torchdeq checkpoint's names for a normalised layer's entries -> this module's names.
+_TORCHDEQ_NAMES = {
+    "weight_norm": {"weight_v": "parametrizations.weight.original",
+                    "weight_g": "parametrizations.weight.0.g"},
+    "spectral_norm": {"weight_orig": "parametrizations.weight.original",
+                      "weight_g": "parametrizations.weight.0.g",
+                      "weight_u": "parametrizations.weight.0._u",
+                      "weight_v": "parametrizations.weight.0._v"},
+}
+
+
+def _from_torchdeq_names(state_dict, prefix, *args):
+    """Load-state-dict pre-hook: a state dict saved from torchdeq's apply_norm (weight_g /
+    weight_v, or weight_orig / weight_g / weight_u / weight_v) loads into a layer normalised
+    here; entries already in this module's names are left alone."""
+    if prefix + "weight_v" not in state_dict and prefix + "weight_orig" not in state_dict:
+        return
+    kind = "spectral_norm" if prefix + "weight_orig" in state_dict else "weight_norm"
+    for theirs, ours in _TORCHDEQ_NAMES[kind].items():
+        if prefix + theirs in state_dict and prefix + ours not in state_dict:
+            state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
 
 
 def apply_weight_norm(module: nn.Module, types=NORMED_LAYERS, **kwargs) -> nn.Module:

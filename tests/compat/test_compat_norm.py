@@ -87,6 +87,35 @@ def test_checkpoints_load_strictly_both_ways(norm_type, kwargs, direction):
     assert expected <= set(fresh.state_dict())
 
 
+@pytest.mark.parametrize("norm_type, kwargs", [("weight_norm", {}), ("spectral_norm", {}),
+                                               ("spectral_norm", dict(learn_scale=False))])
+def test_torchdeq_checkpoints_load_into_eqkernels_own_norm(norm_type, kwargs):
+    """eqk.apply_norm (parametrisations, not compat) also takes torchdeq's names."""
+    torch.manual_seed(SEED)
+    trained = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Conv1d(6, 4, 1))
+    torchdeq.apply_norm(trained, norm_type, **kwargs)
+    _train_step_seq(trained)
+    torch.manual_seed(SEED + 1)
+    fresh = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Conv1d(6, 4, 1))
+    eqk.apply_norm(fresh, norm_type, **kwargs)
+    fresh.load_state_dict(trained.state_dict(), strict=True)
+    trained.eval()
+    fresh.eval()
+    torchdeq.reset_norm(trained)
+    eqk.reset_norm(fresh)
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh[2](fresh[1](fresh[0](x))[:, :, None]),
+                                   trained[2](trained[1](trained[0](x))[:, :, None]))
+
+
+def _train_step_seq(model):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torchdeq.reset_norm(model)
+    model[2](model[1](model[0](torch.randn(3, 6)))[:, :, None]).sum().backward()
+    opt.step()
+
+
 def test_mdeq_checkpoint_from_torchdeq_loads_strictly():
     import tdq_programs
     argv = tdq_programs.with_flags(tdq_programs.load("mdeq", "torchdeq").ARGV, f_max_iter=6)
