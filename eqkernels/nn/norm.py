@@ -20,7 +20,9 @@ where ||.|| is sigma_max (spectral norm, one power-iteration step per reset in t
 mode) or the per-output-channel L2 norm (weight norm), and s is a learnable per-output-
 channel scale (learn_scale=True) or the constant target_norm. The weights are
 re-parametrised in place with torch.nn.utils.parametrize (state_dict, .to(), deepcopy and
-DDP work as usual); `remove_norm` bakes the current normalised weights back in.
+DDP work as usual); `remove_norm` bakes the current normalised weights back in. A state dict
+saved by torchdeq's apply_norm (weight_g / weight_v, weight_orig / weight_u / weight_v) loads
+into a layer normalised here with the same norm type.
 """
 from __future__ import annotations
 
@@ -40,6 +42,43 @@ NORM_TYPES = ("spectral_norm", "weight_norm", "none")
 _INIT_POWER_ITERATIONS = 15
 
 
+def out_channel_dim(layer_type) -> int:
+    """The weight dimension that indexes output channels of a NORMED_LAYERS type (0 or 1)."""
+    return _OUT_DIM.get(layer_type, 0)
+
+
+def weight_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """weight as an (h, w) matrix whose rows index `dim` (the output channels)."""
+    if dim != 0:
+        weight = weight.movedim(dim, 0)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def channel_norm(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """L2 norm of each slice of weight along `dim`, shaped to broadcast against weight."""
+    keep = [1] * weight.dim()
+    keep[dim] = weight.shape[dim]
+    return weight_matrix(weight, dim).norm(dim=1).reshape(keep)
+
+
+def power_iteration(mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, steps: int,
+                    eps: float):
+    """`steps` power-iteration steps on mat (h, w) from u (h,), v (w,); new (u, v)."""
+    for _ in range(steps):
+        v = F.normalize(mat.t().mv(u), dim=0, eps=eps)
+        u = F.normalize(mat.mv(v), dim=0, eps=eps)
+    return u, v
+
+
+def rescale(weight: torch.Tensor, norm: torch.Tensor, scale, clip: bool,
+            clip_value: float) -> torch.Tensor:
+    """weight * min(clip_value, scale / norm) (the min only with clip): the normalised weight."""
+    factor = scale / norm
+    if clip:
+        factor = factor.clamp(max=clip_value)
+    return weight * factor
+
+
 class _DEQNorm(nn.Module):
     """Parametrisation W_raw -> W_raw * min(clip_value, s / ||W_raw||), cached per forward."""
 
@@ -51,10 +90,8 @@ class _DEQNorm(nn.Module):
         self.learn_scale, self.target_norm = learn_scale, float(target_norm)
         self.clip, self.clip_value = clip, float(clip_value)
         self.n_power_iterations, self.eps = n_power_iterations, eps
-        keep = [1] * weight.dim()
-        keep[dim] = weight.shape[dim]
         with torch.no_grad():
-            mat = self._matrix(weight)
+            mat = weight_matrix(weight, dim)
             if kind == "spectral_norm":
                 u = F.normalize(torch.randn(mat.shape[0], dtype=weight.dtype,
                                             device=weight.device), dim=0, eps=eps)
@@ -63,32 +100,23 @@ class _DEQNorm(nn.Module):
                 self.register_buffer("_u", u)
                 self.register_buffer("_v", v)
                 self._power_iteration(mat, _INIT_POWER_ITERATIONS)
-                init = torch.full(keep, self.target_norm, dtype=weight.dtype,
-                                  device=weight.device)
+                init = torch.full_like(channel_norm(weight, dim), self.target_norm)
             else:  # weight norm: s starts at ||W_raw|| so W is unchanged at first
-                init = mat.norm(dim=1).reshape(keep)
+                init = channel_norm(weight, dim)
         if learn_scale:
             self.g = nn.Parameter(init.clone())
         self._cache: Optional[torch.Tensor] = None
         self._cache_key = None
 
-    def _matrix(self, weight):
-        if self.dim != 0:
-            weight = weight.movedim(self.dim, 0)
-        return weight.reshape(weight.shape[0], -1)
-
     def _power_iteration(self, mat, steps):
-        u, v = self._u, self._v
-        for _ in range(steps):
-            v = F.normalize(mat.t().mv(u), dim=0, eps=self.eps)
-            u = F.normalize(mat.mv(v), dim=0, eps=self.eps)
+        u, v = power_iteration(mat, self._u, self._v, steps, self.eps)
         self._u.copy_(u)
         self._v.copy_(v)
 
     def _norm(self, weight):
         """||W_raw||, shaped to broadcast against weight (a scalar for sigma_max)."""
-        mat = self._matrix(weight)
         if self.kind == "spectral_norm":
+            mat = weight_matrix(weight, self.dim)
             if self.training:
                 with torch.no_grad():
                     self._power_iteration(mat.detach(), self.n_power_iterations)
@@ -96,16 +124,11 @@ class _DEQNorm(nn.Module):
             u = self._u.clone(memory_format=torch.contiguous_format)
             v = self._v.clone(memory_format=torch.contiguous_format)
             return torch.dot(u, mat.mv(v))
-        keep = [1] * weight.dim()
-        keep[self.dim] = weight.shape[self.dim]
-        return mat.norm(dim=1).reshape(keep)
+        return channel_norm(weight, self.dim)
 
     def compute(self, weight):
         scale = self.g if self.learn_scale else self.target_norm
-        factor = scale / self._norm(weight)
-        if self.clip:
-            factor = factor.clamp(max=self.clip_value)
-        return weight * factor
+        return rescale(weight, self._norm(weight), scale, self.clip, self.clip_value)
 
     def _key(self, weight):
         g = self.g if self.learn_scale else None
@@ -208,13 +231,37 @@ def apply_norm(module: nn.Module, norm_type: str = "weight_norm", *,
     for _, layer in list(_normed_layers(module, types, filter_out, prefix_filter_out)):
         if parametrize.is_parametrized(layer, "weight"):
             continue
-        dim = _OUT_DIM.get(type(layer), 0)
+        dim = out_channel_dim(type(layer))
         norm = _DEQNorm(layer.weight.detach(), dim, kind=norm_type, learn_scale=learn_scale,
                         target_norm=target_norm, clip=clip, clip_value=clip_value,
                         n_power_iterations=n_power_iterations, eps=eps)
         norm.train(layer.training)
         parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
+        layer._register_load_state_dict_pre_hook(_from_torchdeq_names)
     return module
+
+
+# A torchdeq checkpoint's names for a normalised layer's entries -> this module's names.
+_TORCHDEQ_NAMES = {
+    "weight_norm": {"weight_v": "parametrizations.weight.original",
+                    "weight_g": "parametrizations.weight.0.g"},
+    "spectral_norm": {"weight_orig": "parametrizations.weight.original",
+                      "weight_g": "parametrizations.weight.0.g",
+                      "weight_u": "parametrizations.weight.0._u",
+                      "weight_v": "parametrizations.weight.0._v"},
+}
+
+
+def _from_torchdeq_names(state_dict, prefix, *args):
+    """Load-state-dict pre-hook: a state dict saved from torchdeq's apply_norm (weight_g /
+    weight_v, or weight_orig / weight_g / weight_u / weight_v) loads into a layer normalised
+    here; entries already in this module's names are left alone."""
+    if prefix + "weight_v" not in state_dict and prefix + "weight_orig" not in state_dict:
+        return
+    kind = "spectral_norm" if prefix + "weight_orig" in state_dict else "weight_norm"
+    for theirs, ours in _TORCHDEQ_NAMES[kind].items():
+        if prefix + theirs in state_dict and prefix + ours not in state_dict:
+            state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
 
 
 def apply_weight_norm(module: nn.Module, types=NORMED_LAYERS, **kwargs) -> nn.Module:

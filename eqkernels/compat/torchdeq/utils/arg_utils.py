@@ -1,4 +1,4 @@
-"""torchdeq.utils: add_deq_args (the argparse options of torchdeq 0.1.0)."""
+"""torchdeq.utils.arg_utils: add_deq_args."""
 from __future__ import annotations
 
 from eqkernels.compat.torchdeq._options import OPTIONS
@@ -6,8 +6,9 @@ from eqkernels.compat.torchdeq._options import OPTIONS
 
 def add_deq_args(parser):
     """Declare torchdeq's DEQ options (--f_solver, --f_max_iter, --ift, ...) on an
-    argparse.ArgumentParser, with torchdeq's defaults; returns the parser."""
-    for name, (kwargs, _) in OPTIONS.items():
+    argparse.ArgumentParser with torchdeq's types and defaults; returns the parser.
+    No option has `choices`: solvers, norms and cores a program registers must parse."""
+    for name, kwargs in OPTIONS.items():
         parser.add_argument(f"--{name}", **kwargs)
     return parser
 
