@@ -16,8 +16,8 @@ change (sqrt(2) sigma per element, 0.014 at sigma 0.01), so halt_tol must lie ab
 the defaults (0.02, 5 steps) kept a small CPU model within 0.02 board accuracy of full
 depth with a sixth of the steps.
 
-`reasoning_steps()` is the loop (a generator of per-step predictions and residuals, one
-eqk.LoopedUpdate noise stream for the run); `score()` turns per-depth snapshots into the
+`reasoning_steps()` (sudoku.reasoning) is the loop (a generator of per-step predictions and
+residuals, one eqk.LoopedUpdate noise stream for the run, CUDA graphs on a GPU); `score()` turns per-depth snapshots into the
 report; `evaluate()` joins them (and shards over torch.distributed ranks). The report adds
 what the attractor view predicts: per depth, the mean final latent change of the starts whose
 board is right vs wrong, and (with ratings) the reasoning steps used against puzzle rating.
@@ -38,15 +38,14 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from eqkernels.progress import progress_bar
 from sudoku.distributed import dist_info, gather, init_from_env
 from sudoku.model import SudokuReasoner
-
-RESIDUAL_WINDOW = 3
+from sudoku.reasoning import RESIDUAL_WINDOW, StepRecord, reasoning_steps  # noqa: F401 (public here)
 
 
 def log_spaced_depths(depth: int, per_decade: int = 3) -> List[int]:
@@ -148,70 +147,6 @@ def aggregate(preds: torch.Tensor, residual: torch.Tensor, answers: torch.Tensor
 
 
 
-@dataclass
-class StepRecord:
-    """One reasoning step of every start (n = puzzles x breadth). The tensors are the run's
-    live buffers, updated in place by the next step: copy what you keep.
-    pred: (n, 81) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
-    change per element of z_H over the last RESIDUAL_WINDOW steps; running: (n,) bool, still
-    reasoning after this step; steps_used: (n,); change: (k,) this step's latent change of the
-    k starts that ran it."""
-    t: int
-    pred: torch.Tensor
-    residual: torch.Tensor
-    running: torch.Tensor
-    steps_used: torch.Tensor
-    change: torch.Tensor
-
-
-@torch.no_grad()
-def reasoning_steps(model: SudokuReasoner, tokens: torch.Tensor, starts, *, depth: int,
-                    full_depth: bool = False, halt_tol: float = 0.02, patience: int = 5,
-                    seed: int = 0) -> Iterator[StepRecord]:
-    """Run every start for up to `depth` reasoning steps; yield a StepRecord after each.
-
-    tokens: (n, 81); starts: (z_H, z_L), each (n, 81, hidden). One eqk.LoopedUpdate (seed
-    `seed`) draws the noise of the whole run; halted starts are compacted out of the batch
-    (the update object keeps the rows that still run).
-    """
-    model.eval()
-    device = tokens.device
-    n = tokens.shape[0]
-    h, l = (t.to(device=device, dtype=model.cfg.dtype).contiguous().clone() for t in starts)
-    xi = model.embed(tokens)
-    weights = model.L_level.weights(model.cfg.dtype)
-    upd = model.new_update(n, device, seed)
-    window = torch.zeros(n, RESIDUAL_WINDOW, device=device)  # latest per-step z_H changes
-    last_pred = model.heads(h)[0].argmax(-1)
-    stable = torch.zeros(n, dtype=torch.long, device=device)
-    running = torch.ones(n, dtype=torch.bool, device=device)
-    steps_used = torch.zeros(n, dtype=torch.long, device=device)
-    idx = torch.arange(n, device=device)  # the starts in h, l, xi (the running ones)
-    for t in range(1, depth + 1):
-        change = window.new_zeros(0)
-        if idx.numel():
-            before = h.clone()
-            for _ in range(model.cfg.H_cycles):
-                model.round(upd, h, l, xi, weights)
-            change = (h.float() - before.float()).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
-            window[idx] = torch.cat([window[idx, 1:], change[:, None]], dim=1)
-            pred = model.heads(h)[0].argmax(-1)
-            same = (pred == last_pred[idx]).all(dim=1)
-            stable[idx] = torch.where(same, stable[idx] + 1, torch.zeros_like(stable[idx]))
-            last_pred[idx] = pred
-            steps_used[idx] += 1
-            if not full_depth and t >= RESIDUAL_WINDOW:
-                done = (stable[idx] >= patience) & (window[idx].mean(dim=1) < halt_tol)
-                if bool(done.any()):
-                    # Compaction: the block runs on the starts still reasoning only.
-                    running[idx[done]] = False
-                    keep = (~done).nonzero().squeeze(1)
-                    idx = idx[keep]
-                    h, l, xi = h[keep].contiguous(), l[keep].contiguous(), xi[keep]
-                    upd.take(keep)
-        yield StepRecord(t, last_pred, window.mean(dim=1), running, steps_used, change)
-
-
 def score(snapshots, answers: torch.Tensor, blanks: torch.Tensor, breadth: int,
           steps_used: Optional[torch.Tensor] = None, residual_by_step=(),
           ratings: Optional[torch.Tensor] = None) -> EvalReport:
@@ -270,18 +205,21 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
     starts = tuple(t[rows] for t in all_starts)
     marks = sorted(set(depths or log_spaced_depths(depth)) | {depth})
     bar = progress_bar(total=depth, desc=f"eval breadth {breadth}", unit="step") if progress else None
-    residual_sums, snapshots, rec = [], [], None
+    sums, snapshots, rec = [], [], None
     for rec in reasoning_steps(model, tokens, starts, depth=depth, full_depth=full_depth,
                                halt_tol=halt_tol, patience=patience, seed=seed + rank):
-        if rec.change.numel():
-            residual_sums.append((float(rec.change.sum()), rec.change.numel()))
+        # Summed on the device: the host reads the loop's buffers only at snapshots and at
+        # the loop's segment boundaries (once per captured graph).
+        sums.append(torch.stack([rec.change.sum(dtype=torch.float64), rec.ran.sum().double()]))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(running=int(rec.running.sum()), refresh=False)
+            if rec.boundary:
+                bar.set_postfix(running=int(rec.running.sum()), refresh=False)
         if rec.t in marks:  # copies: the records are live buffers
             snapshots.append((rec.t, rec.pred.to("cpu", copy=True), rec.residual.to("cpu", copy=True)))
     if bar is not None:
         bar.close()
+    residual_sums = [(s, int(c)) for s, c in torch.stack(sums).tolist() if c] if sums else []
     local = dict(snapshots=snapshots, answers=answers.cpu(), blanks=(questions == 1).cpu(),
                  steps_used=rec.steps_used.cpu(), residual_sums=residual_sums,
                  ratings=None if ratings is None else ratings[mine].cpu())

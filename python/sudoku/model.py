@@ -22,6 +22,16 @@ Starts: EqR's compensated truncated normal (std exactly H_init_std / L_init_std,
 vectors broadcast to every cell.
 Before checkpoint format 2 our token-mixing norm ran over hidden (`mlp_t_norm="hidden"`): a
 different model, kept only to run checkpoints trained with it (sudoku.checkpoint flags them).
+Kernels (`SudokuReasoner(cfg, kernels=...)`, or `model.kernels = ...` after loading), for every
+update autograd does not record:
+  "eager"    the block in plain PyTorch, the update fused (eqk.LoopedUpdate);
+  "fused"    the block and the update as eqkernels' fused ops (Triton on CUDA, their
+             reference ops on CPU);
+  "compile"  one reasoning step under torch.compile(fullgraph=True), update op inside;
+  "auto"     the fastest path on the device: eager on CPU; on CUDA fused where Triton runs
+             and the dtype has fused kernels, else compile where Triton runs, else eager.
+Recorded updates (training) always run the plain-PyTorch block under autograd. The attention
+and mlp_t_norm="hidden" variants run eager only ("auto" does; "fused"/"compile" are refused).
 """
 from __future__ import annotations
 
@@ -39,6 +49,8 @@ from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 
 LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 MLP_T_NORMS = ("token", "hidden")
+KERNELS = ("auto", "fused", "compile", "eager")
+FUSED_DTYPES = (torch.float32, torch.bfloat16)  # latent dtypes the fused block runs
 
 
 @dataclass
@@ -213,10 +225,13 @@ class SudokuReasoner(nn.Module):
     round recorded by autograd, all L_cycles z_L updates and the z_H update), an int k >= 1
     (the last k rounds recorded), or "one_step" (only the last z_L update and the z_H update).
     seed: the noise stream's seed (None: drawn from torch's RNG). update: an existing
-    eqk.LoopedUpdate to continue (its seed and step counter), e.g. across calls of a run.
+    eqk.LoopedUpdate to continue (its seed and step counter), e.g. across calls of a run
+    (pass one when the whole forward runs under torch.compile: creating it is host work).
+    kernels: the path of the unrecorded updates, "auto" | "fused" | "compile" | "eager" (see
+    the module docstring); settable after construction (`model.kernels = "eager"`).
     """
 
-    def __init__(self, cfg: Optional[ReasonerConfig] = None):
+    def __init__(self, cfg: Optional[ReasonerConfig] = None, kernels: str = "auto"):
         super().__init__()
         self.cfg = cfg = cfg or ReasonerConfig()
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
@@ -230,16 +245,65 @@ class SudokuReasoner(nn.Module):
         if cfg.fixed_init:
             self.register_buffer("H_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
             self.register_buffer("L_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
+        self.kernels = kernels
+
+    # ---- kernels ------------------------------------------------------------------------
+    @property
+    def kernels(self) -> str:
+        """The requested kernel path: "auto", "fused", "compile" or "eager"."""
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        if value not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {value!r}")
+        why = self.eager_only()
+        if value in ("fused", "compile") and why:
+            raise ValueError(f"kernels={value!r} is not available: {why}; use 'eager' or 'auto'")
+        self._kernels = value
+
+    def eager_only(self) -> str:
+        """Why this model variant runs the eager path only ('' when it has the others)."""
+        if self.cfg.attention:
+            return "the attention token-mixing variant has no fused or compiled block"
+        if self.cfg.mlp_t_norm != "token":
+            return ("the legacy mlp_t_norm='hidden' layer (format-1 checkpoints) has no fused "
+                    "or compiled block")
+        return ""
+
+    def kernel_path(self, device=None) -> Tuple[str, str]:
+        """(path, reason): the path ("fused", "compile" or "eager") the unrecorded updates take
+        on `device` (default: the parameters' device), and why."""
+        device = torch.device(device) if device is not None else self.lm_head.weight.device
+        if self._kernels != "auto":
+            return self._kernels, "requested"
+        why = self.eager_only()
+        if why:
+            return "eager", why
+        if device.type != "cuda":
+            return "eager", f"auto on {device.type}: the plain-PyTorch block is the fastest there"
+        triton_ok, triton_why = eqk.backends()["triton"]
+        if not triton_ok:
+            return "eager", f"auto on cuda without Triton ({triton_why})"
+        if self.cfg.dtype in FUSED_DTYPES:
+            return "fused", "auto on cuda: fused Triton block"
+        return "compile", f"auto on cuda: no fused block for {self.cfg.latent_dtype}"
 
     # ---- pieces -----------------------------------------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 81) tokens -> x: (B, 81, hidden) in the latent dtype."""
+        """(B, 81) tokens -> x: (B, 81, hidden) in the latent dtype.
+
+        Out-of-range tokens raise ValueError (a host-side check); inside a torch.compile'd
+        region the check is a device-side assert instead, so the graph never syncs."""
         if tokens.dim() != 2 or tokens.shape[1] != self.cfg.seq_len:
             raise ValueError(f"tokens must be (B, {self.cfg.seq_len}), got {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be integer, got {tokens.dtype}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
-            raise ValueError(f"tokens must lie in [0, {self.cfg.vocab})")
+        in_range = f"tokens must lie in [0, {self.cfg.vocab})"
+        if torch.compiler.is_compiling():
+            torch._assert_async(((tokens >= 0) & (tokens < self.cfg.vocab)).all(), in_range)
+        elif tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
+            raise ValueError(in_range)
         table = self.embed_tokens.weight.to(self.cfg.dtype)
         return F.embedding(tokens, table) * math.sqrt(self.cfg.hidden)
 
@@ -285,12 +349,14 @@ class SudokuReasoner(nn.Module):
         if carry is None:
             carry = self.initial_carry(x.shape[0], x.device)
         z_H, z_L = (c.detach().to(self.cfg.dtype).contiguous().clone() for c in carry)
+        if update is None and torch.compiler.is_compiling():
+            raise ValueError("under torch.compile pass update=model.new_update(batch, device, "
+                             "seed): creating the update object is host-side work")
         upd = update if update is not None else self.new_update(x.shape[0], x.device, seed)
         if rounds - recorded:
             with torch.no_grad():
                 weights = self.L_level.weights(self.cfg.dtype)
-                for _ in range(rounds - recorded):
-                    self.round(upd, z_H, z_L, x.detach(), weights)
+                self.run_rounds(upd, z_H, z_L, x.detach(), weights, rounds - recorded)
         if recorded:
             weights = self.L_level.weights(self.cfg.dtype)
             for _ in range(recorded):
@@ -299,12 +365,33 @@ class SudokuReasoner(nn.Module):
         logits, q_logits = self.heads(z_H)
         return logits, q_logits, (z_H.detach(), z_L.detach())
 
-    def update(self, upd, z, inj, weights, record: bool = False):
+    def reasoning_step(self, upd, z_H, z_L, x, weights, path: Optional[str] = None) -> None:
+        """One reasoning step (H_cycles rounds), unrecorded and in place on z_H, z_L, on the
+        kernel path `path` (default: self.kernel_path(z_H.device)). No host syncs: K calls
+        can be captured in one CUDA graph. z_H, z_L, x: (B, 81, hidden) contiguous, latent
+        dtype; weights: self.L_level.weights(latent dtype)."""
+        self.run_rounds(upd, z_H, z_L, x, weights, self.cfg.H_cycles, path)
+
+    def run_rounds(self, upd, z_H, z_L, x, weights, n: int, path: Optional[str] = None) -> None:
+        """n unrecorded rounds in place on z_H, z_L (see reasoning_step)."""
+        path = path or self.kernel_path(z_H.device)[0]
+        if path == "compile" and not torch.compiler.is_compiling():
+            steps, rest = divmod(n, self.cfg.H_cycles)  # two compiled shapes: a step, a round
+            for count, times in ((self.cfg.H_cycles, steps), (1, rest)):
+                for _ in range(times):
+                    _compiled_rounds(self, upd, z_H, z_L, x, weights, count)
+            return
+        for _ in range(n):
+            self.round(upd, z_H, z_L, x, weights, kernels="eager" if path == "compile" else path)
+
+    def update(self, upd, z, inj, weights, record: bool = False, kernels: str = "eager"):
         """The one update formula: z <- (1-damping) z + damping * blocks(z + inj) + noise.
-        Fused and in place on z unless `record` (then a new tensor autograd records)."""
-        f_out = self.L_level.apply(z + inj, weights)
+        Fused and in place on z unless `record` (then a new tensor autograd records).
+        kernels: "eager" (the block in plain PyTorch) or "fused" (unrecorded only)."""
         if not record:
-            return upd(z, f_out)
+            return self._update_fused(upd, z, inj, weights) if kernels == "fused" \
+                else upd(z, self.L_level.apply(z + inj, weights))
+        f_out = self.L_level.apply(z + inj, weights)
         # Recorded: the value from the fused op (same kernel, noise stream and step counter as
         # inference, much cheaper than drawing the noise with PyTorch ops), the gradient of
         # the linear part; lin - lin.detach() is exactly 0, so the value is the fused one.
@@ -312,10 +399,14 @@ class SudokuReasoner(nn.Module):
         lin = (1.0 - upd.damping) * z + upd.damping * f_out
         return new + (lin - lin.detach())
 
-    def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False):
+    def _update_fused(self, upd, z, inj, weights):
+        raise NotImplementedError("the fused block lands with eqk.nn.LoopedTransformerStack")
+
+    def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False,
+              kernels: str = "eager"):
         """L_cycles updates of z_L (injection z_H + x), then one of z_H (injection z_L).
-        Unrecorded: in place on z_H, z_L. Recorded: returns the new (z_H, z_L); one_step leaves
-        the first L_cycles - 1 updates out of the graph."""
+        Unrecorded: in place on z_H, z_L, on `kernels` ("eager" or "fused"). Recorded: returns
+        the new (z_H, z_L); one_step leaves the first L_cycles - 1 updates out of the graph."""
         L = self.cfg.L_cycles
         inj = z_H + x  # z_H does not change during the L cycles: one sum per round
         for k in range(L):
@@ -324,9 +415,26 @@ class SudokuReasoner(nn.Module):
                 with torch.set_grad_enabled(keep):
                     z_L = self.update(upd, z_L, inj, weights, record=True)
             else:
-                self.update(upd, z_L, inj, weights)
+                self.update(upd, z_L, inj, weights, kernels=kernels)
         if record:
             z_H = self.update(upd, z_H, z_L, weights, record=True)
         else:
-            self.update(upd, z_H, z_L, weights)
+            self.update(upd, z_H, z_L, weights, kernels=kernels)
         return z_H, z_L
+
+
+def _rounds_eager(model: SudokuReasoner, upd, z_H, z_L, x, weights, n: int) -> None:
+    for _ in range(n):
+        model.round(upd, z_H, z_L, x, weights, kernels="eager")
+
+
+_COMPILED = []
+
+
+def _compiled_rounds(*args) -> None:
+    """The compile path: one compiled function for every model (its guards tell models,
+    update objects and round counts apart), in place on z_H, z_L, the update op inside the
+    graph. Built on first use (importing the compiler costs seconds)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_rounds_eager, fullgraph=True, dynamic=False))
+    _COMPILED[0](*args)
