@@ -94,18 +94,27 @@ def _note_fallback(op: str, device_type: str) -> None:
                   f"reference. eqkernels.backends() says why.", RuntimeWarning, stacklevel=3)
 
 
-def pick(op: str, device: torch.device, requested: str = "auto") -> str:
-    """Backend that runs `op` for tensors on `device`; `requested` forces one."""
+def pick(op: str, device: torch.device, requested: str = "auto",
+         among: tuple = BACKEND_NAMES) -> str:
+    """Backend that runs `op` for tensors on `device`; `requested` forces one.
+
+    among: the backends that implement `op`, fastest first (default: all of them, in the
+    device's usual order). Where none of them is a fast backend for this device type (e.g. a
+    Triton-only op on CPU), the reference is the design, not a fallback: no warning."""
     if requested != "auto":
-        if requested not in BACKEND_NAMES:
-            raise ValueError(f"backend must be 'auto' or one of {BACKEND_NAMES}, got {requested!r}")
+        if requested not in among:
+            prefix = "" if tuple(among) == BACKEND_NAMES else f"{op}: "
+            raise ValueError(f"{prefix}backend must be 'auto' or one of {tuple(among)}, got "
+                             f"{requested!r}")
         if not _usable(requested, device):
             raise RuntimeError(f"backend {requested!r} cannot run {op} on {device.type}: "
                                f"{backends()[requested][1]}")
         return requested
-    for name in _PREFERENCE.get(device.type, ("reference",)):
+    usual = _PREFERENCE.get(device.type, ("reference",))
+    preference = [n for n in (usual if tuple(among) == BACKEND_NAMES else among) if n in usual]
+    for name in preference:
         if _usable(name, device):
-            if name == "reference":
+            if name == "reference" and len(preference) > 1:
                 _note_fallback(op, device.type)
             return name
     return "reference"

@@ -7,11 +7,12 @@ Looped / equilibrium-reasoning models (EqR, HRM, TRM) update latents with
 many times per forward. `LoopedUpdate` is one run of such updates: it owns the seed and
 the step counter of the counter-based noise stream (eqkernels.ops.block_step), the
 per-sample step norms ||z_next - z|| of the latest update, the divergence flags, and the
-backend, resolved once. Two ways to apply an update, drawing the same noise:
+backend, resolved once. Three ways to apply an update, drawing the same noise:
 
     upd = eqk.LoopedUpdate(batch=B, damping=0.95, noise_std=0.01, seed=0)
     upd(z, f_out)                  # fused, in place on z (inference; no autograd)
     z = upd.differentiable(z, f_out)   # plain PyTorch ops autograd records (training)
+    upd.normed(z, r, sumsq, eps)   # f_out = rms_norm(r) over C folded in (fused, in place)
 
 Every call advances the step counter by one, so a run interleaving both kinds is the
 same stream as a run of either. A sample whose update turns NaN/Inf is frozen by the
@@ -33,6 +34,8 @@ import torch
 
 from eqkernels.ops.block_step import (STATE_DTYPES, new_step_counter, noise_key, noise_key_t,
                                       resolve_block_step, standard_normal_ref)
+from eqkernels.ops.rmsnorm_update import check_args as _check_normed_args
+from eqkernels.ops.rmsnorm_update import resolve_rmsnorm_update
 from eqkernels.ops.tracking import SolveState
 
 
@@ -58,6 +61,8 @@ class LoopedUpdate:
         self.damping, self.noise_std, self.seed = float(damping), float(noise_std), seed
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.backend, self._fused = resolve_block_step(self.device, backend)
+        # normed(): the update with the block's last RMSNorm folded in (its own backends)
+        self.normed_backend, self._normed = resolve_rmsnorm_update(self.device, backend)
         self.steps = 0  # host-side count of updates made
         self.step_counter = new_step_counter(self.device)  # the device copy the kernels read
         # The residual slots are float32; a float64 run switches them on its first update.
@@ -113,6 +118,32 @@ class LoopedUpdate:
         with torch.no_grad():
             self._fused(flat, f_flat, flat, st, damping=self.damping, sigma=self.noise_std,
                         step=self.step_counter, seed=self.seed, tol=0.0, stop_mode="abs")
+        return z
+
+    def normed(self, z: torch.Tensor, r: torch.Tensor, sumsq: torch.Tensor,
+               eps: float) -> torch.Tensor:
+        """z <- (1-damping) z + damping * r * rsqrt(sumsq / C + eps) + noise_std eps, in place;
+        returns z. The same update as self(z, rms_norm(r)) (same noise, step counter, step
+        norms, divergence flags), except that the normed block output is never rounded to z's
+        dtype, nor written: one fused kernel on CUDA (eqkernels.ops.rmsnorm_update).
+
+        z: (B, ..., C) contiguous, float32 / bfloat16 / float64; r: the block's output before
+        its last RMSNorm over C, z's shape and dtype; sumsq: r's per-row sum of squares,
+        (B, ...) or flat, float32 (float64 for float64 z), as down_residual_sumsq returns it.
+        Not recorded by autograd.
+        """
+        self._check(z, r)
+        if not z.is_contiguous():
+            raise ValueError("z must be contiguous: it is updated in place")
+        self._match_residual_dtype(z.dtype)
+        st = self._state
+        _check_normed_args(z, r, sumsq, z, st, self.step_counter, eps)
+        self.steps += 1
+        st.active.copy_(~st.diverged)  # never "converged": halting is the caller's decision
+        with torch.no_grad():
+            self._normed(z, r.detach(), sumsq.detach(), z, st, eps=float(eps),
+                         damping=self.damping, sigma=self.noise_std, tol=0.0, stop_mode="abs",
+                         step=self.step_counter, seed=self.seed)
         return z
 
     def noise(self, step: int, shape, dtype=torch.float32) -> torch.Tensor:
