@@ -138,7 +138,8 @@ class LoopedUpdate:
         self._match_residual_dtype(z.dtype)
         st = self._state
         _check_normed_args(z, r, sumsq, z, st, self.step_counter, eps)
-        self.steps += 1
+        if not torch.compiler.is_compiling():
+            self.steps += 1
         st.active.copy_(~st.diverged)  # never "converged": halting is the caller's decision
         with torch.no_grad():
             self._normed(z, r.detach(), sumsq.detach(), z, st, eps=float(eps),

@@ -44,7 +44,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import eqkernels as eqk
-from eqkernels.nn import SelfAttention
+from eqkernels.nn import LoopedTransformerStack, SelfAttention, SwiGLU, swiglu_inner_width  # noqa: F401
+from eqkernels.nn.looped_transformer import rms_norm
 from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 
 LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -97,12 +98,6 @@ class ReasonerConfig:
         return asdict(self)
 
 
-def swiglu_inner_width(width: int, expansion: float) -> int:
-    """round(expansion * width * 2/3), rounded up to a multiple of 256 (1536 for 512, 256 for 81)."""
-    inner = round(expansion * width * 2 / 3)
-    return -(-inner // 256) * 256
-
-
 def truncated_normal_(t: torch.Tensor, std: float, generator=None) -> torch.Tensor:
     """Fill t with a normal truncated at +-2 comp_std whose std is exactly `std`.
 
@@ -126,51 +121,21 @@ def truncated_normal_(t: torch.Tensor, std: float, generator=None) -> torch.Tens
     return t
 
 
-def rms_norm(h: torch.Tensor, eps: float, dim: int = -1) -> torch.Tensor:
-    """RMSNorm without a learned scale over `dim`, computed in float32 (float64 stays float64),
-    returned in h's dtype."""
-    if dim in (-1, h.dim() - 1):
-        if h.dtype == torch.float64:
-            return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-        return F.rms_norm(h, (h.shape[-1],), eps=eps)  # upcasts bf16 internally
-    wide = h if h.dtype == torch.float64 else h.float()
-    return (wide * torch.rsqrt(wide.pow(2).mean(dim, keepdim=True) + eps)).to(h.dtype)
+def _swiglu(x, w_gate_up, w_down):
+    """SwiGLU over the last axis of x (the legacy layers' eager math)."""
+    gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, w_down)
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, width: int, expansion: float):
-        super().__init__()
-        inner = swiglu_inner_width(width, expansion)
-        self.gate_up_proj = nn.Linear(width, 2 * inner, bias=False)  # gate half, then up half
-        self.down_proj = nn.Linear(inner, width, bias=False)
-
-
-def _glu(gate, up):
-    a = F.silu(gate)
-    return a.mul_(up) if not torch.is_grad_enabled() else a * up  # in place: no autograd
-
-
-def _swiglu_channels(h, w_gate_up, w_down):
-    """SwiGLU over the last axis: (B, 81, D) -> (B, 81, D)."""
-    gate, up = F.linear(h, w_gate_up).chunk(2, dim=-1)
-    return F.linear(_glu(gate, up), w_down)
-
-
-def _swiglu_tokens(h, w_gate_up, w_down):
-    """SwiGLU over the token axis without transposing h: W @ h[b] for h (B, 81, D), as one
-    batched GEMM whose weight has batch stride 0 (no copies of h, contiguous results)."""
-    B = h.shape[0]
-    gate, up = torch.bmm(w_gate_up.expand(B, -1, -1), h).chunk(2, dim=1)
-    return torch.bmm(w_down.expand(B, -1, -1), _glu(gate, up))
-
-
-class ReasonerLayer(nn.Module):
-    """h <- norm(h + token mixing(h)); h <- norm(h + SwiGLU over hidden)."""
+class LegacyReasonerLayer(nn.Module):
+    """The variants outside EqR's block, eager only: token mixing by self-attention
+    (cfg.attention), or the pre-format-2 token MLP normalised over hidden (mlp_t_norm
+    "hidden"); then h <- norm(h + SwiGLU over hidden). EqR's own layer is
+    eqk.nn.LoopedTransformerLayer."""
 
     def __init__(self, cfg: ReasonerConfig):
         super().__init__()
         self.eps = cfg.rms_eps
-        self.token_dim = 1 if cfg.mlp_t_norm == "token" else -1
         if cfg.attention:
             self.attn = SelfAttention(cfg.hidden, cfg.heads, bias=False)
         else:
@@ -187,20 +152,17 @@ class ReasonerLayer(nn.Module):
     def apply(self, h, w):
         if hasattr(self, "attn"):
             h = rms_norm(h + self.attn(h), self.eps)
-            w_gu, w_down = w
         else:
-            h = rms_norm(h + _swiglu_tokens(h, w[0], w[1]), self.eps, dim=self.token_dim)
-            w_gu, w_down = w[2], w[3]
-        return rms_norm(h + _swiglu_channels(h, w_gu, w_down), self.eps)
-
-    def forward(self, h):
-        return self.apply(h, self.weights(h.dtype))
+            h = rms_norm(h + _swiglu(h.transpose(1, 2), w[0], w[1]).transpose(1, 2), self.eps)
+        return rms_norm(h + _swiglu(h, w[-2], w[-1]), self.eps)
 
 
-class ReasonerStack(nn.Module):
+class LegacyReasonerStack(nn.Module):
+    """`layers` LegacyReasonerLayers, with LoopedTransformerStack's weights / apply / forward."""
+
     def __init__(self, cfg: ReasonerConfig):
         super().__init__()
-        self.layers = nn.ModuleList(ReasonerLayer(cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(LegacyReasonerLayer(cfg) for _ in range(cfg.layers))
 
     def weights(self, dtype) -> List[tuple]:
         return [layer.weights(dtype) for layer in self.layers]
@@ -212,6 +174,15 @@ class ReasonerStack(nn.Module):
 
     def forward(self, h):
         return self.apply(h, self.weights(h.dtype))
+
+
+def reasoner_stack(cfg: ReasonerConfig) -> nn.Module:
+    """The block of `cfg`: eqk.nn.LoopedTransformerStack (EqR's layer), or the legacy stack of
+    the attention / mlp_t_norm="hidden" variants. Parameter names: layers.{i}.mlp_t.*,
+    layers.{i}.mlp.* (layers.{i}.attn.* for attention), as in checkpoints."""
+    if cfg.attention or cfg.mlp_t_norm != "token":
+        return LegacyReasonerStack(cfg)
+    return LoopedTransformerStack(cfg.layers, cfg.seq_len, cfg.hidden, cfg.expansion, cfg.rms_eps)
 
 
 class SudokuReasoner(nn.Module):
@@ -236,7 +207,7 @@ class SudokuReasoner(nn.Module):
         self.cfg = cfg = cfg or ReasonerConfig()
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
         nn.init.normal_(self.embed_tokens.weight, std=1.0 / math.sqrt(cfg.hidden))
-        self.L_level = ReasonerStack(cfg)
+        self.L_level = reasoner_stack(cfg)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
         self.q_head = nn.Linear(cfg.hidden, 2, bias=True)
         with torch.no_grad():  # EqR's halting head starts at "never halt"
@@ -389,8 +360,9 @@ class SudokuReasoner(nn.Module):
         Fused and in place on z unless `record` (then a new tensor autograd records).
         kernels: "eager" (the block in plain PyTorch) or "fused" (unrecorded only)."""
         if not record:
-            return self._update_fused(upd, z, inj, weights) if kernels == "fused" \
-                else upd(z, self.L_level.apply(z + inj, weights))
+            if kernels == "fused":
+                return self.L_level.update_(upd, z, inj, weights, kernels="fused")
+            return upd(z, self.L_level.apply(z + inj, weights))
         f_out = self.L_level.apply(z + inj, weights)
         # Recorded: the value from the fused op (same kernel, noise stream and step counter as
         # inference, much cheaper than drawing the noise with PyTorch ops), the gradient of
@@ -398,9 +370,6 @@ class SudokuReasoner(nn.Module):
         new = upd(z.detach().clone(), f_out.detach())
         lin = (1.0 - upd.damping) * z + upd.damping * f_out
         return new + (lin - lin.detach())
-
-    def _update_fused(self, upd, z, inj, weights):
-        raise NotImplementedError("the fused block lands with eqk.nn.LoopedTransformerStack")
 
     def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False,
               kernels: str = "eager"):
