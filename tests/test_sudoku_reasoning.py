@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import eqkernels.solvers.segments as segments_mod
 import sudoku.model as model_mod
@@ -126,12 +127,13 @@ def test_kernel_switch_resolves_per_device_and_refuses_eager_only_variants():
             SudokuReasoner(ReasonerConfig(**dict(SMALL, attention=True, heads=2)), kernels=kind)
 
 
-def test_whole_forward_traces_without_graph_breaks():
-    """torch.compile(model, fullgraph=True) sees one graph: the token check is a device-side
-    assert under compile, the update's host counter is not traced."""
+@pytest.mark.parametrize("kernels", ["eager", "fused"])
+def test_whole_forward_traces_without_graph_breaks(kernels):
+    """torch.compile(model, fullgraph=True) sees one graph, our ops inside: the token check is
+    a device-side assert under compile, the update's host counter is not traced."""
     seed = random.randrange(2**31)
     model, tokens, (h, l) = _case(seed, noise_std=0.01, n=3)
-    model.kernels = "eager"
+    model.kernels = kernels
     upd = model.new_update(3, seed=seed)
     with torch.no_grad():
         explained = torch._dynamo.explain(model)(tokens, carry=(h, l), steps=2, grad="none",
@@ -148,10 +150,9 @@ def test_compile_path_matches_eager_and_does_not_recompile_per_step(monkeypatch)
     seed = random.randrange(2**31)
     model, tokens, carry = _case(seed, noise_std=0.01, n=3, H_cycles=2)
     torch._dynamo.reset()
-    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
-    monkeypatch.setattr(model_mod, "_COMPILED",
-                        [torch.compile(model_mod._rounds_eager, backend=counter, fullgraph=True,
-                                       dynamic=False)])
+    counter = CompileCounterWithBackend("aot_eager")
+    monkeypatch.setattr(model_mod, "_COMPILED", [])
+    model_mod.set_compile_backend(counter)
     outs = {}
     with torch.no_grad():
         for kind in ("eager", "compile"):
@@ -162,3 +163,26 @@ def test_compile_path_matches_eager_and_does_not_recompile_per_step(monkeypatch)
     assert counter.frame_count == 1, f"{counter.frame_count} compiles for 3 steps"
     with pytest.raises(ValueError, match="lie in"):
         model(torch.full((1, 81), 11), grad="none")
+
+
+def test_step_runner_replays_the_forward_steps(monkeypatch):
+    """model.step_runner: k steps on static buffers (stand-in capture on CPU) equal the
+    forward's steps from the same carry and seed, refilled and replayed."""
+    seed = random.randrange(2**31)
+    model, tokens, (h0, l0) = _case(seed, noise_std=0.01, n=3)
+    with torch.no_grad():
+        want = model(tokens, carry=(h0, l0), steps=2, grad="none", seed=seed)
+        with pytest.raises(ValueError, match="CUDA"):
+            model.step_runner(None, h0, l0, None, None, capture=True)
+        monkeypatch.setattr(segments_mod, "_capture_graph", _FakeGraph)
+        h, l, x = h0.clone(), l0.clone(), model.embed(tokens)
+        upd = model.new_update(3, seed=seed)
+        runner = model.step_runner(upd, h, l, x, model.L_level.weights(torch.float32))
+        runner.capture = True  # the stand-in capture: warm-up, capture, replays
+        for _ in range(3):
+            upd.step_counter.zero_()
+            h.copy_(h0), l.copy_(l0)
+            runner.run(2, 0)
+            assert torch.equal(h, want[2][0]) and torch.equal(l, want[2][1])
+            assert torch.equal(model.heads(h)[0], want[0])
+    assert (runner.captures, runner.replays, runner.eager_segments) == (1, 2, 1)

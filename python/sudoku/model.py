@@ -46,6 +46,7 @@ from torch.nn import functional as F
 import eqkernels as eqk
 from eqkernels.nn import LoopedTransformerStack, SelfAttention, SwiGLU, swiglu_inner_width  # noqa: F401
 from eqkernels.nn.looped_transformer import rms_norm
+from eqkernels.solvers import SegmentRunner
 from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 
 LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -343,6 +344,25 @@ class SudokuReasoner(nn.Module):
         dtype; weights: self.L_level.weights(latent dtype)."""
         self.run_rounds(upd, z_H, z_L, x, weights, self.cfg.H_cycles, path)
 
+    def step_runner(self, upd, z_H, z_L, x, weights, capture: Optional[bool] = None,
+                    path: Optional[str] = None) -> SegmentRunner:
+        """A runner of reasoning steps on static buffers: `.run(k, 0)` makes k steps in place on
+        z_H, z_L (reasoning_step's arguments, held by the runner). capture (default: z_H on a
+        CUDA device): each k is captured once as a CUDA graph and replayed after a warm-up
+        call (eqk.solvers.SegmentRunner; `.describe()` says what ran). Refill z_H / z_L with
+        copy_ between runs; replays draw fresh noise from upd's device step counter."""
+        cuda = z_H.device.type == "cuda"
+        capture = cuda if capture is None else capture
+        if capture and not cuda:
+            raise ValueError(f"capture needs latents on a CUDA device, got {z_H.device}")
+        path = path or self.kernel_path(z_H.device)[0]
+
+        def body(k: int, base: int) -> None:
+            for _ in range(k):
+                self.reasoning_step(upd, z_H, z_L, x, weights, path)
+        return SegmentRunner(body, capture, "captured" if capture else
+                             f"eager: {'capture off' if cuda else 'not a CUDA device'}")
+
     def run_rounds(self, upd, z_H, z_L, x, weights, n: int, path: Optional[str] = None) -> None:
         """n unrecorded rounds in place on z_H, z_L (see reasoning_step)."""
         path = path or self.kernel_path(z_H.device)[0]
@@ -400,10 +420,17 @@ def _rounds_eager(model: SudokuReasoner, upd, z_H, z_L, x, weights, n: int) -> N
 _COMPILED = []
 
 
+def set_compile_backend(backend="inductor") -> None:
+    """The torch.compile backend of the compile path (default inductor; CPU tests and dry runs
+    use "aot_eager": same graph capture, no code generation)."""
+    _COMPILED[:] = [torch.compile(_rounds_eager, backend=backend, fullgraph=True, dynamic=False)]
+
+
 def _compiled_rounds(*args) -> None:
     """The compile path: one compiled function for every model (its guards tell models,
     update objects and round counts apart), in place on z_H, z_L, the update op inside the
-    graph. Built on first use (importing the compiler costs seconds)."""
+    graph. Built on first use (importing the compiler costs seconds). A new seed is a new
+    specialisation (the seed is a constant of the update op): one compile per run."""
     if not _COMPILED:
-        _COMPILED.append(torch.compile(_rounds_eager, fullgraph=True, dynamic=False))
+        set_compile_backend()
     _COMPILED[0](*args)
