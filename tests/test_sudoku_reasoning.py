@@ -186,3 +186,24 @@ def test_step_runner_replays_the_forward_steps(monkeypatch):
             assert torch.equal(h, want[2][0]) and torch.equal(l, want[2][1])
             assert torch.equal(model.heads(h)[0], want[0])
     assert (runner.captures, runner.replays, runner.eager_segments) == (1, 2, 1)
+
+
+def test_eval_cli_takes_kernels_and_refuses_a_variant_without_them(tmp_path, capsys):
+    from test_eqr_cli_data import _puzzles, _run, _write_csv
+    q, a = _puzzles(2, 7)
+    _write_csv(tmp_path / "p.csv", q, a)
+    model = SudokuReasoner(ReasonerConfig(**SMALL))
+    conf = {k: v for k, v in model.cfg.to_dict().items() if k not in ("latent_dtype", "fixed_init",
+                                                                       "mlp_t_norm", "H_init_std",
+                                                                       "L_init_std")}
+    torch.save(dict(format_version=2, model_config=model.cfg.to_dict(), model=model.state_dict(),
+                    ema=model.state_dict()), tmp_path / "ok.pt")
+    torch.save(dict(model_config=conf, model=model.state_dict(), ema=model.state_dict()),
+               tmp_path / "v1.pt")  # format 1: the legacy mlp_t_norm="hidden" layer, eager only
+    base = ["eval", "--data", str(tmp_path / "p.csv"), "--depth", "2", "--full-depth", "--device", "cpu"]
+    code, out, err = _run(base + ["--checkpoint", str(tmp_path / "ok.pt"), "--kernels", "fused"], capsys)
+    assert code == 0 and "board vote" in out, err
+    with pytest.warns(UserWarning, match="format 1"):
+        code, out, err = _run(base + ["--checkpoint", str(tmp_path / "v1.pt"), "--kernels", "fused"],
+                              capsys)
+    assert code == 2 and err.startswith("error: kernels='fused'") and "mlp_t_norm" in err, err

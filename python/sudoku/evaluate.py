@@ -25,7 +25,7 @@ board is right vs wrong, and (with ratings) the reasoning steps used against puz
 Invalid boards count as wrong: nothing is repaired afterwards by a classical solver.
 
 CLI:  python -m sudoku eval --data puzzles.csv --checkpoint run/ckpt.pt --depth 1000 --breadth 8
-      [--plot depth.png]   (with python/ on PYTHONPATH)
+      [--plot depth.png] [--kernels auto|fused|compile|eager]   (with python/ on PYTHONPATH)
 Several processes: torchrun --nproc-per-node N -m sudoku eval ... shards the puzzles over
 the ranks (gloo on CPU, NCCL on GPUs) and all-gathers the results; every rank reports the
 same numbers as one process would.
@@ -44,7 +44,7 @@ import torch
 
 from eqkernels.progress import progress_bar
 from sudoku.distributed import dist_info, gather, init_from_env
-from sudoku.model import SudokuReasoner
+from sudoku.model import KERNELS, SudokuReasoner
 from sudoku.reasoning import RESIDUAL_WINDOW, StepRecord, reasoning_steps  # noqa: F401 (public here)
 
 
@@ -263,12 +263,16 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--plot", default=None, help="also write accuracy/residual plots to this PNG")
+    p.add_argument("--kernels", choices=KERNELS, default="auto",
+                   help="the block's kernels: auto (the fastest on the device: fused + CUDA graphs "
+                        "on a GPU with Triton, eager on CPU), fused, compile or eager")
     args = p.parse_args(argv)
     if args.depth < 1 or args.breadth < 1:
         p.error(f"--depth and --breadth must be >= 1, got {args.depth}, {args.breadth}")
     args.device = init_from_env(args.device)
     model, info = load_model(args.checkpoint, device=args.device, weights=args.weights,
                              latent_dtype=args.latent_dtype)
+    model.kernels = args.kernels  # ValueError (error: ..., exit 2) for a variant without it
     questions, answers, ratings = sdata.load_puzzles(args.data, limit=args.limit, split="test")
     report = evaluate(model, questions, answers, depth=args.depth, breadth=args.breadth,
                       full_depth=args.full_depth, halt_tol=args.halt_tol, seed=args.seed,
