@@ -14,7 +14,7 @@ from sudoku.model import ReasonerConfig, SudokuReasoner
 from sudoku.reasoning import reasoning_steps
 
 SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2)
-FIELDS = ("pred", "residual", "running", "steps_used", "change", "ran")
+FIELDS = ("pred", "residual", "running", "steps_used", "change", "diverged", "ran")
 
 
 def _case(seed, noise_std, n=12, device="cpu", **over):
@@ -100,6 +100,24 @@ def test_all_halted_starts_keep_their_records_to_the_end():
     last = recs[-1][1]
     assert (last["steps_used"] == 3).all() and not last["running"].any() and not last["ran"].any()
     assert torch.equal(last["pred"], recs[2][1]["pred"])
+
+
+def test_a_start_whose_latent_turns_non_finite_is_flagged_and_never_settles():
+    """Finite but huge embeddings overflow the injection of the starts of one token pattern:
+    their latents turn NaN, the fused update freezes them; with halting wide open every other
+    start stops, those run to the end with an infinite change, flagged diverged."""
+    seed = random.randrange(2**31)
+    model, tokens, starts = _case(seed, noise_std=0.01, n=6)
+    with torch.no_grad():
+        model.embed_tokens.weight[0].fill_(3e38)  # token 0: only in starts 0 and 3
+    tokens[0, 5] = tokens[3, 7] = 0
+    recs = _run(model, tokens, starts, depth=6, seed=seed, halt_tol=1e9, patience=0, segment_steps=2)
+    last = recs[-1][1]
+    bad = torch.tensor([True, False, False, True, False, False])
+    assert torch.equal(last["diverged"], bad), f"seed {seed}"
+    assert torch.isinf(last["residual"][bad]).all() and torch.isfinite(last["residual"][~bad]).all()
+    assert (last["steps_used"][bad] == 6).all() and (last["steps_used"][~bad] == 3).all()
+    assert torch.isinf(last["change"][bad]).all() and last["ran"][bad].all()
 
 
 def test_bad_segment_options_are_refused():

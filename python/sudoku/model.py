@@ -254,6 +254,8 @@ class SudokuReasoner(nn.Module):
             return "eager", why
         if device.type != "cuda":
             return "eager", f"auto on {device.type}: the plain-PyTorch block is the fastest there"
+        if torch.compiler.is_compiling():  # the caller compiles the forward: it fuses the block
+            return "eager", "auto inside torch.compile"
         triton_ok, triton_why = eqk.backends()["triton"]
         if not triton_ok:
             return "eager", f"auto on cuda without Triton ({triton_why})"

@@ -41,8 +41,10 @@ class StepRecord:
     pred: (n, 81) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
     change per element of z_H over the last RESIDUAL_WINDOW steps; running: (n,) bool, still
     reasoning after this step; steps_used: (n,); change: (n,) float32 this step's latent
-    change per element of z_H (0 where the start did not run the step); ran: (n,) bool, the
-    starts that ran it. boundary: the host read the halting flags after this step (the last
+    change per element of z_H (0 where the start did not run the step; inf for a start whose
+    latent turned NaN/Inf); diverged: (n,) bool, the start's latent turned NaN/Inf (the fused
+    update froze it; its infinite change keeps it from ever reading as settled); ran: (n,)
+    bool, the starts that ran the step. boundary: the host read the halting flags after this step (the last
     step of a segment): host-side reads of these records cost nothing extra there."""
     t: int
     pred: torch.Tensor
@@ -50,6 +52,7 @@ class StepRecord:
     running: torch.Tensor
     steps_used: torch.Tensor
     change: torch.Tensor
+    diverged: torch.Tensor
     ran: torch.Tensor
     boundary: bool = True
 
@@ -76,10 +79,12 @@ class _Loop:
         self.stable = torch.zeros(n, dtype=torch.long, device=dev)
         self.running = torch.ones(n, dtype=torch.bool, device=dev)
         self.steps_used = torch.zeros(n, dtype=torch.long, device=dev)
+        self.diverged = torch.zeros(n, dtype=torch.bool, device=dev)
         self.slots = dict(pred=self.last_pred.new_empty((K,) + self.last_pred.shape),
                           residual=self.window.new_empty(K, n), running=self.running.new_empty(K, n),
                           steps_used=self.steps_used.new_empty(K, n),
-                          change=self.window.new_empty(K, n), ran=self.running.new_empty(K, n))
+                          change=self.window.new_empty(K, n), ran=self.running.new_empty(K, n),
+                          diverged=self.running.new_empty(K, n))
         self.per_element = math.sqrt(self.h[0].numel())  # change per element of z_H
 
     @property
@@ -93,6 +98,10 @@ class _Loop:
         self.model.reasoning_step(self.upd, h, self.l, self.x, self.weights, self.path)
         self.t += 1
         change = (h.float() - before.float()).flatten(1).norm(dim=1) / self.per_element
+        # The fused update freezes a latent that turns NaN/Inf (zero change, flagged):
+        # an infinite change keeps such a start from ever reading as settled.
+        change = change.masked_fill(self.upd.diverged, math.inf)
+        self.diverged[idx] = self.diverged[idx] | self.upd.diverged
         run = self.running[idx]
         win = self.window[idx]
         self.window[idx] = torch.where(run[:, None], torch.cat([win[:, 1:], change[:, None]], 1), win)
@@ -119,6 +128,7 @@ class _Loop:
         s["residual"][j].copy_(self.window.mean(dim=1))
         s["running"][j].copy_(self.running)
         s["steps_used"][j].copy_(self.steps_used)
+        s["diverged"][j].copy_(self.diverged)
         s["change"][j].zero_()
         s["ran"][j].zero_()
         if change is not None:
@@ -128,7 +138,7 @@ class _Loop:
     def record(self, t: int, j: int, boundary: bool) -> StepRecord:
         s = self.slots
         return StepRecord(t, s["pred"][j], s["residual"][j], s["running"][j], s["steps_used"][j],
-                          s["change"][j], s["ran"][j], boundary)
+                          s["change"][j], s["diverged"][j], s["ran"][j], boundary)
 
     def compact(self, compact_below: float) -> bool:
         """At a segment boundary (one host read): drop the halted rows from the batch when
