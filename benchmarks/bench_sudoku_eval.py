@@ -12,8 +12,8 @@ Loops (--loops) run the same reasoning steps on the same starts, interleaved:
   fused_graphs  kernels="fused", each segment of --steps steps one CUDA-graph replay;
   compile       kernels="compile" (each step under torch.compile(fullgraph=True)).
 Each of our loops is one evaluation run at full depth (no halting: every call does the same
-work) whose generator is advanced --steps steps per timed call; the first call (compiles,
-Triton JIT, the warm-up segment, the capture) is not timed.
+work) whose generator is advanced --steps steps (one segment) per timed call; the warm-up
+calls (compiles, Triton JIT, the graph loop's warm-up segment and capture) are not timed.
 A block application is one pass of the layer stack over one start's (81, hidden) latent; a
 reasoning step is H_cycles x (L_cycles + 1) of them; "layers" counts each of the stack's
 layers (EqR's 40,000-layer runs), so one block application is cfg.layers layers.
@@ -63,18 +63,22 @@ def eager_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tens
     return model.heads(h)[0].argmax(-1)
 
 
-def our_loop(model: SudokuReasoner, name: str, tokens, starts, steps: int, calls: int):
+def our_loop(model: SudokuReasoner, name: str, tokens, starts, steps: int, timed: int):
     """A function advancing one full-depth evaluation run of loop `name` by `steps` reasoning
-    steps per call (`calls` calls in all); returns the latest predictions."""
+    steps per call, warmed up here (the graph loop: a warm-up segment, then its capture), with
+    `timed` calls left; returns the latest predictions."""
     model.kernels = "eager" if name == "ours" else "fused" if name.startswith("fused") else name
-    run = reasoning_steps(model, tokens, starts, depth=steps * calls, full_depth=True, seed=0,
-                          graphs=name == "fused_graphs", segment_steps=steps)
+    graphs = name == "fused_graphs"
+    warm = 2 if graphs else 1
+    run = reasoning_steps(model, tokens, starts, depth=steps * (timed + warm), full_depth=True,
+                          seed=0, graphs=graphs, segment_steps=steps)
 
     def advance():
         for _ in range(steps):
             record = next(run)
         return record.pred
-    advance()  # the run's state, the paths' warm-up (the path is fixed now: model may change)
+    for _ in range(warm):  # the path is fixed once the run starts: model.kernels may change
+        advance()
     return advance
 
 
@@ -126,7 +130,7 @@ def main(argv=None) -> None:
                 calls[name] = lambda: eager_steps(model, tokens, starts, args.steps)
                 calls[name]()
             else:
-                calls[name] = our_loop(model, name, tokens, starts, args.steps, args.repeats + 1)
+                calls[name] = our_loop(model, name, tokens, starts, args.steps, args.repeats)
             synchronize(device)
             warm[name] = time.perf_counter() - t0
         times = {name: [] for name in loops}

@@ -51,8 +51,9 @@ def test_fused_bfloat16_is_no_further_from_float32_than_eager_bfloat16(seed):
 
 @pytest.mark.parametrize("seed", [random.randrange(2**31)])
 def test_fused_reasoner_from_an_eqr_pth_matches_eqr_forward(tmp_path, seed):
-    """EqR's weights through the public loader, kernels="fused": float32 to rounding of the
-    float64 reference of EqR's forward, and float64 to 1e-10."""
+    """EqR's weights through the public loader, kernels="fused", against the float64 reference
+    of EqR's forward: float64 to 1e-10; float32 to rounding (16 updates amplify float32's
+    rounding to ~1e-5 here), no further than the eager float32 path."""
     gen = torch.Generator().manual_seed(seed)
     arch = _eqr_arch()
     w = _eqr_weights(arch, gen)
@@ -60,12 +61,17 @@ def test_fused_reasoner_from_an_eqr_pth_matches_eqr_forward(tmp_path, seed):
     tokens = torch.randint(1, 11, (3, 81), generator=gen)
     z_H, z_L = (torch.randn(3, 81, 32, generator=gen, dtype=torch.float64) for _ in range(2))
     want = _reference(w, arch, tokens, z_H, z_L, 2)
-    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
-        model, _ = load_model(str(tmp_path / "eqr.pth"), dtype=dtype,
-                              latent_dtype="float64" if dtype == torch.float64 else None)
-        got = _run(model, "fused", tokens, (z_H.to(dtype), z_L.to(dtype)), steps=2)
-        for name, a, b in zip(("logits", "q", "z_H", "z_L"), got, want):
-            assert _rel(a, b) < tol, f"seed {seed} {dtype} {name}: {_rel(a, b):.3g}"
+    names = ("logits", "q", "z_H", "z_L")
+    model, _ = load_model(str(tmp_path / "eqr.pth"), dtype=torch.float64, latent_dtype="float64")
+    for name, a, b in zip(names, _run(model, "fused", tokens, (z_H, z_L), steps=2), want):
+        assert _rel(a, b) < 1e-10, f"seed {seed} float64 {name}: {_rel(a, b):.3g}"
+    model, _ = load_model(str(tmp_path / "eqr.pth"))
+    carry = (z_H.float(), z_L.float())
+    errs = {k: [_rel(a, b) for a, b in zip(_run(model, k, tokens, carry, steps=2), want)]
+            for k in ("eager", "fused")}
+    for name, fused, eager in zip(names, errs["fused"], errs["eager"]):
+        assert fused < 5e-5 and fused <= 1.5 * eager + 1e-6, \
+            f"seed {seed} float32 {name}: fused {fused:.3g}, eager {eager:.3g}"
 
 
 @pytest.mark.parametrize("seed", [random.randrange(2**31)])
