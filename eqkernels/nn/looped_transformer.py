@@ -24,14 +24,14 @@ data-dependent allocation: CUDA-graph capturable and torch.compile(fullgraph=Tru
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from eqkernels.ops.swiglu import down_residual_sumsq, prepare_gate_up, swiglu_gate_up
-from eqkernels.ops.token_mix import token_mix
+from eqkernels.ops.token_mix import PackedTokenWeights, prepare_token_mix, token_mix
 
 __all__ = ["SwiGLU", "LoopedTransformerLayer", "LoopedTransformerStack", "LayerWeights",
            "swiglu_inner_width", "rms_norm", "KERNELS"]
@@ -106,6 +106,7 @@ class LayerWeights(NamedTuple):
     t_down: torch.Tensor     # (T, I_t)  mlp_t.down_proj.weight
     gate_up: torch.Tensor    # (2I, C)   mlp.gate_up_proj.weight (prepare_gate_up's layout)
     down: torch.Tensor       # (C, I)    mlp.down_proj.weight
+    t_packed: Optional[PackedTokenWeights] = None  # token_mix's kernel layout (fused path)
 
 
 class LoopedTransformerLayer(nn.Module):
@@ -118,12 +119,18 @@ class LoopedTransformerLayer(nn.Module):
         self.mlp = SwiGLU(hidden, expansion)
 
     def weights(self, dtype: torch.dtype) -> LayerWeights:
-        """This layer's matrices in `dtype` (cast once, reused by every update of a forward)."""
+        """This layer's matrices in `dtype` (cast once, reused by every update of a forward),
+        and on CUDA the token MLP's packed copy the fused kernel reads (under no_grad: a
+        constant of the forward; apply() uses the parameters' casts, which autograd records)."""
         def cast(w):
             return w if w.dtype == dtype else w.to(dtype)
-        return LayerWeights(cast(self.mlp_t.gate_up_proj.weight), cast(self.mlp_t.down_proj.weight),
-                            prepare_gate_up(cast(self.mlp.gate_up_proj.weight)),
-                            cast(self.mlp.down_proj.weight))
+        t_gu, t_d = cast(self.mlp_t.gate_up_proj.weight), cast(self.mlp_t.down_proj.weight)
+        packed = None
+        if t_gu.device.type == "cuda" and dtype != torch.float64:
+            with torch.no_grad():
+                packed = prepare_token_mix(t_gu, t_d)
+        return LayerWeights(t_gu, t_d, prepare_gate_up(cast(self.mlp.gate_up_proj.weight)),
+                            cast(self.mlp.down_proj.weight), packed)
 
     def apply(self, h: torch.Tensor, w: LayerWeights) -> torch.Tensor:
         """The layer in plain PyTorch (EqR's eager math, rounding to h's dtype after each op)."""
@@ -169,6 +176,27 @@ class LoopedTransformerStack(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.apply(h, self.weights(h.dtype))
 
+    def tile_candidates(self, batch: int, dtype: torch.dtype,
+                        device=None) -> Dict[str, List[tuple]]:
+        """The Triton tile configurations worth timing for this stack's ops on latents
+        (batch, seq_len, hidden) of `dtype` on `device` (a tuning sweep):
+        {"token_mix": [...], "gate_up": [...], "down": [...]}, each list's first the default.
+        Time update_(..., tiles={op: one of them, ...}) or the op alone with tiles=; {} where
+        Triton is not importable."""
+        try:
+            from eqkernels.ops.triton import swiglu as tsw
+            from eqkernels.ops.triton import token_mix as ttm
+        except ImportError:
+            return {}
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        arch = ttm.arch_of(device)
+        layer = self.layers[0]
+        T, C, I_t, I = self.seq_len, self.hidden, layer.mlp_t.inner, layer.mlp.inner
+        M = batch * T
+        return {"token_mix": ttm.candidate_tiles(batch, T, C, I_t, dtype, arch),
+                "gate_up": tsw.gate_up_candidates(M, C, I, dtype, arch),
+                "down": tsw.down_candidates(M, I, C, dtype, arch)}
+
     def _check(self, z: torch.Tensor, inj: Optional[torch.Tensor]) -> None:
         if z.dim() != 3 or tuple(z.shape[1:]) != (self.seq_len, self.hidden):
             raise ValueError(f"z must be a (B, {self.seq_len}, {self.hidden}) tensor, got shape "
@@ -178,7 +206,9 @@ class LoopedTransformerStack(nn.Module):
                              f"got {tuple(inj.shape)} and {inj.dtype}")
 
     def update_(self, upd, z: torch.Tensor, inj: Optional[torch.Tensor],
-                weights: List[LayerWeights], kernels: str = "fused") -> torch.Tensor:
+                weights: List[LayerWeights], kernels: str = "fused", *, backend: str = "auto",
+                tiles: Optional[Dict[str, Sequence[int]]] = None,
+                variant: str = "fused") -> torch.Tensor:
         """z <- (1 - damping) z + damping * blocks(z + inj) + noise_std * eps, in place on z;
         returns z. Not recorded by autograd (training records apply() instead).
 
@@ -187,6 +217,10 @@ class LoopedTransformerStack(nn.Module):
         shape and dtype, or None; weights: self.weights(z.dtype).
         kernels: "fused" (the fused chain, about three kernels a layer; on CPU tensors its ops
         run their PyTorch references) or "eager" (upd(z, apply(z + inj, weights))).
+        Fused chain only: backend ("auto", "triton", "reference") of the block ops (the update's
+        own backend is upd's); tiles: {"token_mix" | "gate_up" | "down": tile configuration}
+        for a tuning sweep (eqkernels.ops.triton.*.candidate_tiles / gate_up_candidates /
+        down_candidates); variant: the SwiGLU GEMMs' variant, "fused" or "cublas".
         """
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
@@ -194,13 +228,15 @@ class LoopedTransformerStack(nn.Module):
         with torch.no_grad():
             if kernels == "eager":
                 return upd(z, self.apply(z if inj is None else z + inj, weights))
-            B, T, C = z.shape
-            h, scale, sumsq = z, None, None
+            tiles = tiles or {}
+            h, sumsq = z, None
             for i, w in enumerate(weights):
+                # the previous layer's norm over C, deferred into this load (in_sumsq)
                 h = token_mix(h, w.t_gate_up, w.t_down, eps=self.eps,
-                              inj=inj if i == 0 else None, in_scale=scale)
-                a = swiglu_gate_up(h, w.gate_up)
-                h, sumsq = down_residual_sumsq(a, w.down, h)
-                if i + 1 < len(weights):  # the norm over C, deferred into the next load
-                    scale = torch.rsqrt(sumsq / C + self.eps)
+                              inj=inj if i == 0 else None, in_sumsq=sumsq, backend=backend,
+                              tiles=tiles.get("token_mix", ()), packed=w.t_packed)
+                a = swiglu_gate_up(h, w.gate_up, backend=backend, variant=variant,
+                                   tiles=tiles.get("gate_up", ()))
+                h, sumsq = down_residual_sumsq(a, w.down, h, backend=backend, variant=variant,
+                                               tiles=tiles.get("down", ()))
             return upd.normed(z, h, sumsq, self.eps)

@@ -57,11 +57,26 @@ def _eps(op: str, eps) -> None:
         raise ValueError(f"{op}: eps must be a float >= 0, got {eps!r}")
 
 
-def token_mix(h, w_gate_up, w_down, inj, in_scale, eps) -> None:
-    op = "token_mix"
+def _token_inputs(op, h, inj, in_scale, eps, scale_name="in_scale") -> None:
+    """token_mix's h, inj, in_scale (or in_sumsq: `scale_name`) and eps."""
+    if inj is not None:
+        if inj.shape != h.shape:
+            raise ValueError(f"{op}: inj must have h's shape {shape(h)}, got {shape(inj)}")
+        _same_dtype(op, "inj", inj, "h", h)
+    if in_scale is not None:
+        _row_vector(op, scale_name, in_scale, h.shape[:2], residual_dtype(h.dtype))
+    _eps(op, eps)
+
+
+def _token_h(op, h) -> None:
     if h.dim() != 3:
         raise ValueError(f"{op}: h must be a (B, T, C) tensor, got shape {shape(h)}")
     _dtype(op, "h", h)
+
+
+def token_mix(h, w_gate_up, w_down, inj, in_scale, eps, scale_name="in_scale") -> None:
+    op = "token_mix"
+    _token_h(op, h)
     T = h.shape[1]
     if w_gate_up.dim() != 2 or w_gate_up.shape[0] % 2 or w_gate_up.shape[1] != T:
         raise ValueError(f"{op}: w_gate_up must be a (2I, T) = (2I, {T}) matrix (gate rows, "
@@ -70,15 +85,26 @@ def token_mix(h, w_gate_up, w_down, inj, in_scale, eps) -> None:
             f"(T, I) = ({T}, {w_gate_up.shape[0] // 2})")
     _same_dtype(op, "w_gate_up", w_gate_up, "h", h)
     _same_dtype(op, "w_down", w_down, "h", h)
-    if inj is not None:
-        if inj.shape != h.shape:
-            raise ValueError(f"{op}: inj must have h's shape {shape(h)}, got {shape(inj)}")
-        _same_dtype(op, "inj", inj, "h", h)
-    if in_scale is not None:
-        _row_vector(op, "in_scale", in_scale, h.shape[:2], residual_dtype(h.dtype))
-    _eps(op, eps)
+    _token_inputs(op, h, inj, in_scale, eps, scale_name)
     _placement(op, [("h", h), ("w_gate_up", w_gate_up), ("w_down", w_down), ("inj", inj),
-                    ("in_scale", in_scale)], "h", h)
+                    (scale_name, in_scale)], "h", h)
+
+
+def token_mix_packed(h, gate_up_t, down_t, T_pad, inj, in_scale, eps,
+                     scale_name="in_scale") -> None:
+    """token_mix's check on the packed weights (gate_up_t (T_pad, 2I), down_t (I, T_pad))."""
+    op = "token_mix"
+    _token_h(op, h)
+    if gate_up_t.dim() != 2 or gate_up_t.shape[0] != T_pad or gate_up_t.shape[1] % 2:
+        raise ValueError(f"{op}: packed gate_up_t must be a (T_pad, 2I) = ({T_pad}, 2I) matrix "
+                         f"(prepare_token_mix), got shape {shape(gate_up_t)}")
+    _matrix(op, "packed down_t", down_t, gate_up_t.shape[1] // 2, T_pad,
+            f"(I, T_pad) = ({gate_up_t.shape[1] // 2}, {T_pad}) (prepare_token_mix)")
+    _same_dtype(op, "packed gate_up_t", gate_up_t, "h", h)
+    _same_dtype(op, "packed down_t", down_t, "h", h)
+    _token_inputs(op, h, inj, in_scale, eps, scale_name)
+    _placement(op, [("h", h), ("packed gate_up_t", gate_up_t), ("packed down_t", down_t),
+                    ("inj", inj), (scale_name, in_scale)], "h", h)
 
 
 def swiglu_gate_up(x, w_gate_up) -> None:

@@ -27,7 +27,8 @@ compiled kernel: CPU keeps the speed of the unfused path), "reference" (plain Py
 """
 from __future__ import annotations
 
-from typing import Optional
+import importlib
+from typing import Optional, Sequence
 
 import torch
 
@@ -73,7 +74,8 @@ def rmsnorm_update_ref(z, r, sumsq, z_next, state: SolveState, *, eps: float, da
                    sigma=sigma, tol=tol, stop_mode=stop_mode, step=step, seed=seed)
 
 
-def _reference(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode, step, seed):
+def _reference(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode, step, seed,
+               tiles=()):
     rmsnorm_update_ref(z, r, sumsq, z_next, state, eps=eps, damping=damping, sigma=sigma,
                        tol=tol, stop_mode=stop_mode, step=step, seed=seed)
 
@@ -81,7 +83,8 @@ def _reference(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mod
 def _composed(backend):
     _, fused = resolve_block_step(torch.device("cpu" if backend == "cpp" else "cuda"), backend)
 
-    def run(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode, step, seed):
+    def run(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode, step, seed,
+            tiles=()):
         B = z.shape[0]
         f = normed_block_output(r, sumsq, eps, z.dtype)
         fused(z.view(B, -1), f.view(B, -1), z_next.view(B, -1), state, damping=damping,
@@ -89,28 +92,51 @@ def _composed(backend):
     return run
 
 
-_IMPLEMENTATIONS = {"reference": lambda: _reference, "cpp": lambda: _composed("cpp"),
-                    "cuda": lambda: _composed("cuda")}
+def _triton(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode, step, seed,
+            tiles=()):
+    # torch.ops, not the Triton module's names: nothing to import inside a torch.compile trace
+    torch.ops.eqk.rmsnorm_update_triton(z, r, sumsq, z_next, state.active, state.converged,
+                                        state.diverged, state.nstep, state.abs_res,
+                                        state.rel_res, step, int(seed), float(damping),
+                                        float(sigma), float(tol), stop_mode == "rel",
+                                        float(eps), list(tiles))
+
+
+def _triton_registered():
+    importlib.import_module("eqkernels.ops.triton.rmsnorm_update")  # registers the op
+    return _triton
+
+
+_IMPLEMENTATIONS = {"triton": _triton_registered, "reference": lambda: _reference,
+                    "cpp": lambda: _composed("cpp"), "cuda": lambda: _composed("cuda")}
+
+
+@torch.compiler.assume_constant_result  # resolved at trace time under torch.compile
+def _pick(device: torch.device, backend: str) -> str:
+    return _backends.pick("rmsnorm_update", device, backend,
+                          among=tuple(n for n in BACKENDS if n in _IMPLEMENTATIONS))
 
 
 def resolve_rmsnorm_update(device: torch.device, backend: str = "auto"):
     """(backend name, update function) for tensors on `device`; resolve once per run.
 
     The function is fn(z, r, sumsq, z_next, state, *, eps, damping, sigma, tol, stop_mode,
-    step, seed) -> None, in place (the arguments of rmsnorm_update_ref)."""
-    name = _backends.pick("rmsnorm_update", device, backend,
-                          among=tuple(n for n in BACKENDS if n in _IMPLEMENTATIONS))
+    step, seed, tiles=()) -> None, in place (the arguments of rmsnorm_update_ref; tiles: the
+    Triton backend's (BLOCK_R, BLOCK_C, P, num_warps), kernel_config's default if empty)."""
+    name = _pick(device, backend)
     return name, _IMPLEMENTATIONS[name]()
 
 
 def rmsnorm_update(z, r, sumsq, z_next, state: SolveState, *, eps: float, damping: float,
                    sigma: float, tol: float, stop_mode: str, step: torch.Tensor, seed: int = 0,
-                   backend: str = "auto") -> str:
-    """One normed update on the chosen backend, in place; returns the backend's name."""
+                   backend: str = "auto", tiles: Sequence[int] = ()) -> str:
+    """One normed update on the chosen backend, in place; returns the backend's name.
+    tiles: the Triton backend's (BLOCK_R, BLOCK_C, P, num_warps) (P = 0: automatic split;
+    eqkernels.ops.triton.rmsnorm_update.kernel_config), for a tuning sweep."""
     if stop_mode not in STOP_MODES:
         raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
     check_args(z, r, sumsq, z_next, state, step, eps)
     name, fn = resolve_rmsnorm_update(z.device, backend)
     fn(z, r, sumsq, z_next, state, eps=float(eps), damping=damping, sigma=sigma, tol=tol,
-       stop_mode=stop_mode, step=step, seed=seed)
+       stop_mode=stop_mode, step=step, seed=seed, tiles=tuple(tiles))
     return name

@@ -21,6 +21,7 @@ SiLU*up, or the residual add and sum of squares), kept so the GPU suite can time
 """
 from __future__ import annotations
 
+import importlib
 from typing import Sequence, Tuple
 
 import torch
@@ -77,16 +78,29 @@ def _down_reference(a, w_down, residual, *, variant, tiles):
     return down_residual_sumsq_ref(a, w_down, residual)
 
 
-_GATE_UP = {"reference": _gate_up_reference}
-_DOWN = {"reference": _down_reference}
+# torch.ops, not the Triton module's names: nothing to import inside a torch.compile trace
+def _gate_up_triton(x, w_gate_up, *, variant, tiles):
+    return torch.ops.eqk.swiglu_gate_up_triton(x, w_gate_up, variant == "cublas", list(tiles))
+
+
+def _down_triton(a, w_down, residual, *, variant, tiles):
+    return torch.ops.eqk.down_residual_sumsq_triton(a, w_down, residual, variant == "cublas",
+                                                    list(tiles))
+
+
+_GATE_UP = {"triton": _gate_up_triton, "reference": _gate_up_reference}
+_DOWN = {"triton": _down_triton, "reference": _down_reference}
 
 
 @torch.compiler.assume_constant_result  # resolved at trace time under torch.compile
 def resolve_swiglu(device: torch.device, backend: str = "auto") -> str:
     """The backend both SwiGLU ops run on for tensors on `device`: "triton" on CUDA when Triton
     is there, else "reference" (CPU tensors: the reference unless asked for "triton")."""
-    return _backends.pick("swiglu", device, backend,
+    name = _backends.pick("swiglu", device, backend,
                           among=tuple(n for n in BACKENDS if n in _GATE_UP))
+    if name == "triton":  # registers torch.ops.eqk.*_triton (here: never in a trace)
+        importlib.import_module("eqkernels.ops.triton.swiglu")
+    return name
 
 
 def _check_variant(variant: str) -> None:
@@ -108,6 +122,8 @@ def swiglu_gate_up(x: torch.Tensor, w_gate_up: torch.Tensor, *, backend: str = "
     _looped_checks.swiglu_gate_up(x, w_gate_up)
     _check_variant(variant)
     name = resolve_swiglu(x.device, backend)
+    if name == "triton" and backend == "auto" and x.dtype == torch.float64:
+        name = "reference"  # float64: the reference's (tests)
     return _GATE_UP[name](x, w_gate_up, variant=variant, tiles=tuple(tiles))
 
 
@@ -125,4 +141,6 @@ def down_residual_sumsq(a: torch.Tensor, w_down: torch.Tensor, residual: torch.T
     _looped_checks.down_residual_sumsq(a, w_down, residual)
     _check_variant(variant)
     name = resolve_swiglu(a.device, backend)
+    if name == "triton" and backend == "auto" and a.dtype == torch.float64:
+        name = "reference"
     return _DOWN[name](a, w_down, residual, variant=variant, tiles=tuple(tiles))
