@@ -105,3 +105,31 @@ def test_eval_loop_on_the_fused_path_equals_the_eager_loop(seed):
         last[kernels] = (rec.pred.clone(), rec.residual.clone())
     assert torch.equal(last["fused"][0], last["eager"][0]), f"seed {seed}"
     torch.testing.assert_close(last["fused"][1], last["eager"][1], rtol=1e-5, atol=1e-6)
+
+
+def _triton_interpretable():
+    from eqkernels import backends
+    ok, why = backends()["triton"]
+    if not ok:
+        pytest.skip(f"triton: {why}")
+
+
+@pytest.mark.parametrize("seed", [random.randrange(2**31)])
+def test_fused_model_on_the_triton_kernels_matches_eager(seed):
+    """The model's fused path on the Triton kernels themselves (interpreted on CPU in CI; the
+    compiled kernels on a GPU): fp32 to rounding, noise stream included; bf16 no further from
+    the fp32 model than the eager bf16 path. Tiny: the interpreter pays per operation."""
+    _triton_interpretable()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(seed)
+    model = SudokuReasoner(ReasonerConfig(**dict(SMALL, H_cycles=1, L_cycles=1))).to(device)
+    model.backend = "triton"
+    tokens = torch.randint(1, 11, (2, 81), device=device)
+    carry = model.initial_carry(2, device)
+    eager = _run(model, "eager", tokens, carry, seed=seed)
+    fused = _run(model, "fused", tokens, carry, seed=seed)
+    for name, a, b in zip(("logits", "q", "z_H", "z_L"), fused, eager):
+        assert _rel(a, b) < 1e-5, f"seed {seed} {name}: {_rel(a, b):.3g}"
+    model.cfg.latent_dtype = "bfloat16"
+    err = {k: _rel(_run(model, k, tokens, carry, seed=seed)[0], eager[0]) for k in ("eager", "fused")}
+    assert 0 < err["fused"] <= err["eager"], f"seed {seed}: {err}"

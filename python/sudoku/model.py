@@ -201,6 +201,9 @@ class SudokuReasoner(nn.Module):
     (pass one when the whole forward runs under torch.compile: creating it is host work).
     kernels: the path of the unrecorded updates, "auto" | "fused" | "compile" | "eager" (see
     the module docstring); settable after construction (`model.kernels = "eager"`).
+    backend: the op backend ("auto" or a name from eqk.backends()) of every update and of the
+    fused path's block ops, e.g. "triton" to run the Triton kernels interpreted on a CPU
+    (TRITON_INTERPRET=1); a plain attribute.
     """
 
     def __init__(self, cfg: Optional[ReasonerConfig] = None, kernels: str = "auto"):
@@ -218,6 +221,7 @@ class SudokuReasoner(nn.Module):
             self.register_buffer("H_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
             self.register_buffer("L_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
         self.kernels = kernels
+        self.backend = "auto"
 
     # ---- kernels ------------------------------------------------------------------------
     @property
@@ -305,7 +309,7 @@ class SudokuReasoner(nn.Module):
     def new_update(self, batch: int, device=None, seed: Optional[int] = None) -> "eqk.LoopedUpdate":
         """The run object of this model's damped updates (seed, step counter, step norms)."""
         return eqk.LoopedUpdate(batch=batch, damping=self.cfg.damping, noise_std=self.cfg.noise_std,
-                                seed=seed, device=device)
+                                seed=seed, device=device, backend=self.backend)
 
     # ---- the loop -----------------------------------------------------------------------
     def forward(self, tokens, carry=None, steps: int = 1, grad="last", seed: Optional[int] = None,
@@ -383,7 +387,8 @@ class SudokuReasoner(nn.Module):
         kernels: "eager" (the block in plain PyTorch) or "fused" (unrecorded only)."""
         if not record:
             if kernels == "fused":
-                return self.L_level.update_(upd, z, inj, weights, kernels="fused")
+                return self.L_level.update_(upd, z, inj, weights, kernels="fused",
+                                            backend=self.backend)
             return upd(z, self.L_level.apply(z + inj, weights))
         f_out = self.L_level.apply(z + inj, weights)
         # Recorded: the value from the fused op (same kernel, noise stream and step counter as
