@@ -142,6 +142,9 @@ def main(argv=None):
                    help="tiny model (hidden 64, 1 layer, H2/L2), 1 repeat: checks the plumbing")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
     args = p.parse_args(argv)
+    if args.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        p.error(f"--compile-backend: unknown {args.compile_backend!r}; choose from "
+                f"{torch._dynamo.list_backends(exclude_tags=())}")
     arch = DRY_ARCH if args.dry_run else ARCH
     if args.dry_run:
         args.repeats, args.dtypes = 1, "float32"
@@ -188,7 +191,7 @@ def main(argv=None):
             z_H, z_L = (t.to(device) for t in ours.initial_carry(B, generator=torch.Generator().manual_seed(B)))
 
             # Agreement, noise off in both, against EqR in the same dtype and EqR in float32.
-            agree = {}
+            agree, failed = {}, {}  # failed: path -> why (a column that cannot run here)
             if eqr is not None:
                 LatentCarry = eqr_mod[2]
                 eqr.L_level.noise_scale, ours.cfg.noise_std = 0.0, 0.0
@@ -201,7 +204,11 @@ def main(argv=None):
                 eqr32 = rel(e_logits, ref32)
                 for q in ours_paths:
                     if q != "compile":  # compiled per noise setting: checked against ours below
-                        o = our_call(q, ours, tokens, z_H, z_L)()
+                        try:
+                            o = our_call(q, ours, tokens, z_H, z_L)()
+                        except Exception as err:  # noqa: BLE001 -- reported, the others go on
+                            failed[q] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                            continue
                         agree[q] = (rel(o, e_logits), rel(o, ref32))
                 eqr.L_level.noise_scale, ours.cfg.noise_std = arch["noise_scale"], arch["noise_scale"]
                 same = max((a for a, _ in agree.values()), default=0.0)
@@ -211,19 +218,27 @@ def main(argv=None):
                     if (dt == "float32" and s_ > 1e-4) or o32 > 1.5 * eqr32 + 1e-3:
                         bad.append((B, dt, q, s_, o32, eqr32))
 
-            calls = {}
-            for q in paths:
-                calls[q] = (eqr_call(q, eqr, eqr_mod[2], tokens, z_H, z_L, args.compile_backend)
-                            if q in EQR_PATHS else our_call(q, ours, tokens, z_H, z_L))
-            warm, first = {}, {}
-            for q, fn in calls.items():  # warm-up: compiles, Triton JIT, graph capture
+            calls, warm, first = {}, {}, {}
+            for q in paths:  # warm-up: compiles, Triton JIT, graph capture
+                if q in failed:
+                    continue
                 t0 = time.perf_counter()
-                first[q] = fn()
-                for _ in range(2 if q in ("eqr_graphs", "fused_graphs") else 0):
-                    fn()  # reduce-overhead records on its 2nd call; our runner captures on its 2nd
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                try:
+                    fn = (eqr_call(q, eqr, eqr_mod[2], tokens, z_H, z_L, args.compile_backend)
+                          if q in EQR_PATHS else our_call(q, ours, tokens, z_H, z_L))
+                    first[q] = fn()
+                    for _ in range(2 if q in ("eqr_graphs", "fused_graphs") else 0):
+                        fn()  # reduce-overhead records on its 2nd call; our runner captures on its 2nd
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                except Exception as err:  # noqa: BLE001 -- reported, the others go on
+                    failed[q] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                    continue
+                calls[q] = fn
                 warm[q] = time.perf_counter() - t0
+            for q, why in failed.items():
+                bad.append((B, dt, q, "failed"))
+                notes_run.append(f"B={B} {dt}: {LABELS[q]} FAILED: {why}")
             if "compile" in first and "ours" in first:  # same seed: the same noise stream
                 err = rel(first["compile"], first["ours"])
                 tol = 1e-4 if dt == "float32" else (1.5 * eqr32 + 1e-3 if eqr is not None else 0.5)
@@ -245,13 +260,14 @@ def main(argv=None):
                         torch.cuda.synchronize(device)
                     times[q].append(time.perf_counter() - t0)
             ms = {q: median(v) * 1e3 for q, v in times.items()}
-            row = [str(B), dt] + [f"{ms[q]:.3f}" if ms[q] < 10 else f"{ms[q]:.1f}" for q in paths]
-            if "eqr" in ms and "ours" in ms:
-                row.append(f"{ms['eqr'] / ms['ours']:.2f}")
+            row = [str(B), dt] + ["failed" if q not in ms else f"{ms[q]:.3f}" if ms[q] < 10
+                                  else f"{ms[q]:.1f}" for q in paths]
+            if "eqr" in paths and "ours" in paths:
+                row.append(f"{ms['eqr'] / ms['ours']:.2f}" if "eqr" in ms and "ours" in ms else "-")
             eqr_fast = [ms[q] for q in ("eqr_compile", "eqr_graphs") if q in ms]
-            ours_fast = [ms[q] for q in ours_paths]
-            if eqr_fast and ours_fast:
-                row.append(f"{min(eqr_fast) / min(ours_fast):.2f}")
+            ours_fast = [ms[q] for q in ours_paths if q in ms]
+            if any(q in paths for q in ("eqr_compile", "eqr_graphs")) and ours_paths:
+                row.append(f"{min(eqr_fast) / min(ours_fast):.2f}" if eqr_fast and ours_fast else "-")
             if eqr is not None:
                 row += [f"{same:.1e}", f"{ours32:.1e} / {eqr32:.1e}"]
             rows.append(row)
@@ -289,7 +305,7 @@ def main(argv=None):
     notes += [""] + notes_run
     report(header, headers, rows, notes, args.out)
     if bad:
-        print(f"outputs disagree beyond tolerance: {bad}")
+        print(f"columns failed or outputs disagree beyond tolerance: {bad}")
         return 1
     return 0
 

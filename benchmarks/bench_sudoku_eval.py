@@ -82,7 +82,7 @@ def our_loop(model: SudokuReasoner, name: str, tokens, starts, steps: int, timed
     return advance
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
@@ -100,6 +100,9 @@ def main(argv=None) -> None:
     p.add_argument("--dry-run", action="store_true", help="tiny sizes: checks the plumbing")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        p.error(f"--compile-backend: unknown {args.compile_backend!r}; choose from "
+                f"{torch._dynamo.list_backends(exclude_tags=())}")
     if args.dry_run:
         args.puzzles, args.breadth, args.steps, args.hidden, args.repeats = 4, 2, 1, 32, 1
         if args.compile_backend == "inductor":
@@ -123,21 +126,29 @@ def main(argv=None) -> None:
 
     rows, rates, warm = [], {}, {}
     with torch.no_grad():
-        calls = {}
+        calls, failed = {}, {}
         for name in loops:
             t0 = time.perf_counter()
-            if name == "eager":
-                calls[name] = lambda: eager_steps(model, tokens, starts, args.steps)
-                calls[name]()
-            else:
-                calls[name] = our_loop(model, name, tokens, starts, args.steps, args.repeats)
-            synchronize(device)
+            try:
+                if name == "eager":
+                    calls[name] = lambda: eager_steps(model, tokens, starts, args.steps)
+                    calls[name]()
+                else:
+                    calls[name] = our_loop(model, name, tokens, starts, args.steps, args.repeats)
+                synchronize(device)
+            except Exception as err:  # noqa: BLE001 -- reported, the other loops go on
+                if name == "eager":
+                    raise
+                calls.pop(name, None)
+                failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                print(f"{name}: FAILED ({failed[name]})", flush=True)
+                continue
             warm[name] = time.perf_counter() - t0
-        times = {name: [] for name in loops}
+        times = {name: [] for name in calls}
         for _ in range(args.repeats):  # interleaved, so drift hits all alike
-            for name in loops:
+            for name in calls:
                 times[name] += measure(calls[name], device, warmup=0, repeats=1)
-    for name in loops:
+    for name in calls:
         seconds = median(times[name])
         rates[name] = applications / seconds
         total_layers = TARGET["puzzles"] * TARGET["breadth"] * TARGET["layers"]
@@ -155,9 +166,11 @@ def main(argv=None) -> None:
              f"{TARGET['layers']:,} layers at the measured rate (goal <= {TARGET['minutes']} "
              f"minutes on one GPU); ratio = rate / eager's rate in the same run; warm-up: the "
              f"untimed first call (compiles, Triton JIT, graph capture)."]
+    notes += [f"{name} FAILED: {why}" for name, why in failed.items()]
     report(header, ["loop", "ms / call", "block apps / s", "layers / s", "extrapolated min",
                     "vs eager", "warm-up s"], rows, notes, args.out)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
