@@ -52,7 +52,7 @@ from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 MLP_T_NORMS = ("token", "hidden")
 KERNELS = ("auto", "fused", "compile", "eager")
-FUSED_DTYPES = (torch.float32, torch.bfloat16)  # latent dtypes the fused block runs
+FUSED_DTYPES = (torch.float32, torch.bfloat16)  # the block ops' Triton dtypes (float64: references)
 
 
 @dataclass
