@@ -429,7 +429,9 @@ _COMPILED = []
 
 def set_compile_backend(backend="inductor") -> None:
     """The torch.compile backend of the compile path (default inductor; CPU tests and dry runs
-    use "aot_eager": same graph capture, no code generation)."""
+    use "aot_eager": same graph capture, no code generation). Shapes are static, as in EqR's
+    evaluate.py: each batch size is one compile (an evaluation's compaction makes a new one;
+    dynamic shapes cannot help yet: block_step's Meta kernel specialises the batch size)."""
     _COMPILED[:] = [torch.compile(_rounds_eager, backend=backend, fullgraph=True, dynamic=False)]
 
 

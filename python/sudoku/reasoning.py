@@ -168,7 +168,9 @@ def reasoning_steps(model, tokens: torch.Tensor, starts, *, depth: int, full_dep
     when the model's kernel path is not "eager"; on a CPU segments always run uncaptured).
     segment_steps: K, steps between host reads of the halting flags (default 1, or
     GRAPH_SEGMENT_STEPS with graphs). compact_below: see the module docstring (default: any
-    halted start is compacted out with K = 1, else GRAPH_COMPACT_BELOW).
+    halted start is compacted out with K = 1, else GRAPH_COMPACT_BELOW). Each batch size a
+    compaction makes is a new capture (graphs) or a new compile (the compile path, static
+    shapes: prefer "fused", or full_depth, for adaptive runs on the compile path).
     """
     model.eval()
     device = tokens.device
