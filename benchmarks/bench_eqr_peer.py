@@ -1,20 +1,32 @@
 """EqR's own forward against our Sudoku reasoner on the same weights (CPU or GPU).
 
     EQR_DIR=/path/to/EqR python benchmarks/bench_eqr_peer.py [--batches 1,8,64] [--out md]
+    EQR_DIR=... python benchmarks/bench_eqr_peer.py --device cuda --batches 1,64,768 --dtypes bfloat16
+    python benchmarks/bench_eqr_peer.py --dry-run        # tiny model, every column (CI)
 
 EQR_DIR is a checkout of github.com/locuslab/EqR (read from a scratch folder, never part of
 this repository; its models/ need pydantic and colorama). Without it the script says so and
-exits 0. The model is the Sudoku recipe (hidden 512, 2 layers, H_cycles 3, L_cycles 6,
-mlp_t, noise 0.01): EqR's `InnerNetwork` is built and its weights loaded into our
-`SudokuReasoner` (sudoku.checkpoint.load_eqr_state_dict). One timed call = one reasoning step
-(H_cycles x (L_cycles + 1) = 21 block updates) from the same starts and tokens: EqR's
-`inner(carry, batch)` under torch.no_grad (how its evaluation runs it) against our
-`model(tokens, carry, steps=1, grad="none")`, for forward_dtype float32 and bfloat16. Calls
-alternate EqR / ours within each repeat (interleaved), so a load change on a shared machine
-hits both; the table gives medians and the ratio EqR time / our time (> 1: ours faster).
-Agreement: with the noise off, both run one step from the same starts; the relative error
-of the logits is printed against EqR in the same dtype and against EqR in float32 (see the
-table's note); a disagreement beyond tolerance makes the script exit 1.
+exits 0 (a dry run then times our columns alone; a dry run has every column). The model is the Sudoku recipe (hidden 512,
+2 layers, H_cycles 3, L_cycles 6, mlp_t, noise 0.01): EqR's `InnerNetwork` is built and its
+weights loaded into our `SudokuReasoner` (sudoku.checkpoint.load_eqr_state_dict). One timed
+call = one reasoning step (H_cycles x (L_cycles + 1) = 21 block updates) from the same starts
+and tokens. Columns (--paths; default: eqr,ours on CPU, all of them on CUDA):
+  eqr           EqR's `inner(carry, batch)` under torch.no_grad (its eager evaluation);
+  eqr_compile   the same under torch.compile(inner, dynamic=False), as EqR's evaluate.py runs it;
+  eqr_graphs    torch.compile(inner, mode="reduce-overhead", dynamic=False): + CUDA graphs;
+  ours          `model(tokens, carry, steps=1, grad="none")`, kernels="eager" (the eager block,
+                fused update);
+  fused         the same with kernels="fused" (the fused block ops);
+  fused_graphs  kernels="fused", the step replayed as a CUDA graph (model.step_runner; the
+                carry copied into its static buffers, then the heads);
+  compile       kernels="compile" (the step under torch.compile(fullgraph=True)).
+Calls alternate between the columns within each repeat (interleaved), so a load change on a
+shared machine hits all; the table gives medians. Compiled columns are warmed up first (their
+compile times are printed). Agreement: with the noise off, EqR and our eager / fused /
+fused_graphs paths run one step from the same starts; the relative error of the logits is
+printed against EqR in the same dtype and against EqR in float32 (the worst of our paths; see
+the table's note); our compile path is checked against our eager path with the same noise
+seed. A disagreement beyond tolerance makes the script exit 1.
 """
 from __future__ import annotations
 
@@ -34,6 +46,12 @@ ARCH = dict(name="eqr@EqRModel", H_cycles=3, L_cycles=6, H_layers=0, L_layers=2,
             expansion=4, num_heads=8, pos_encodings="none", mlp_t=True, lambda_=0.95,
             noise_scale=0.01, H_init_std=1.0, L_init_std=1.0, halt_max_steps=16,
             halt_exploration_prob=0.1, rms_norm_eps=1e-5)
+DRY_ARCH = dict(ARCH, hidden_size=64, L_layers=1, H_cycles=2, L_cycles=2, expansion=2)
+LABELS = {"eqr": "EqR", "eqr_compile": "EqR compile", "eqr_graphs": "EqR compile+graphs",
+          "ours": "ours", "fused": "fused", "fused_graphs": "fused+graphs", "compile": "ours compile"}
+EQR_PATHS = ("eqr", "eqr_compile", "eqr_graphs")
+DEFAULT_PATHS = {"cpu": "eqr,ours", "cuda": ",".join(LABELS)}
+SEED = 0
 
 
 def import_eqr(eqr_dir: str):
@@ -43,11 +61,19 @@ def import_eqr(eqr_dir: str):
     return InnerNetwork, EqRConfig, LatentCarry
 
 
-def build_pair(InnerNetwork, EqRConfig, dtype: str, batch: int):
+def build_pair(eqr_mod, arch, dtype: str, batch: int):
+    """(EqR's InnerNetwork or None, our model on its weights) on the CPU, random init (seed 0)."""
     from sudoku.checkpoint import config_from_eqr, load_eqr_state_dict
-    from sudoku.model import SudokuReasoner
+    from sudoku.model import ReasonerConfig, SudokuReasoner
     torch.manual_seed(0)
-    arch = dict(ARCH, forward_dtype=dtype)
+    arch = dict(arch, forward_dtype=dtype)
+    if eqr_mod is None:  # our columns alone (a dry run without EqR)
+        cfg = ReasonerConfig(hidden=arch["hidden_size"], layers=arch["L_layers"],
+                             expansion=float(arch["expansion"]), H_cycles=arch["H_cycles"],
+                             L_cycles=arch["L_cycles"], damping=arch["lambda_"],
+                             noise_std=arch["noise_scale"], latent_dtype=dtype)
+        return None, SudokuReasoner(cfg).eval()
+    InnerNetwork, EqRConfig, _ = eqr_mod
     eqr = InnerNetwork(EqRConfig(batch_size=batch, seq_len=81, vocab_size=11,
                                  **{k: v for k, v in arch.items() if k != "name"})).eval()
     with torch.no_grad():  # a trained-looking halting head instead of EqR's zero init
@@ -59,92 +85,228 @@ def build_pair(InnerNetwork, EqRConfig, dtype: str, batch: int):
     return eqr, ours
 
 
+def our_call(path: str, model, tokens, z_H, z_L):
+    """A no-argument function running one reasoning step of `path` from (z_H, z_L); returns
+    the logits. The noise settings are read from model.cfg when the function is made."""
+    if path != "fused_graphs":
+        kernels = {"ours": "eager"}.get(path, path)
+
+        def run():
+            model.kernels = kernels  # one model serves every path
+            with torch.no_grad():
+                return model(tokens, carry=(z_H, z_L), grad="none", seed=SEED)[0]
+        return run
+    model.kernels = "fused"
+    with torch.no_grad():
+        h, l, x = z_H.clone(), z_L.clone(), model.embed(tokens)
+        upd = model.new_update(h.shape[0], h.device, SEED)
+        runner = model.step_runner(upd, h, l, x, model.L_level.weights(model.cfg.dtype),
+                                   path="fused")
+
+    def run_graph():
+        with torch.no_grad():
+            h.copy_(z_H)
+            l.copy_(z_L)
+            runner.run(1, 0)
+            return model.heads(h)[0]
+    run_graph.runner = runner
+    return run_graph
+
+
+def eqr_call(path: str, eqr, LatentCarry, tokens, z_H, z_L, backend: str):
+    batch = {"inputs": tokens}
+    fn = eqr
+    if path == "eqr_compile":
+        fn = torch.compile(eqr, dynamic=False, backend=backend)
+    elif path == "eqr_graphs":  # CUDA graphs need inductor; a dry run times the plain compile
+        fn = torch.compile(eqr, dynamic=False, mode="reduce-overhead") if backend == "inductor" \
+            else torch.compile(eqr, dynamic=False, backend=backend)
+
+    def run():
+        with torch.no_grad():
+            return fn(LatentCarry(z_H.clone(), z_L.clone()), batch)[1]
+    return run
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batches", default="1,8,64")
+    p.add_argument("--batches", default=None, help="default 1,8,64 (1,2 in a dry run)")
     p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--paths", default=None, help=f"comma list of {', '.join(LABELS)}")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compiled columns (a dry run: aot_eager)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="tiny model (hidden 64, 1 layer, H2/L2), 1 repeat: checks the plumbing")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
     args = p.parse_args(argv)
-    eqr_dir = os.environ.get("EQR_DIR")
+    if args.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        p.error(f"--compile-backend: unknown {args.compile_backend!r}; choose from "
+                f"{torch._dynamo.list_backends(exclude_tags=())}")
+    arch = DRY_ARCH if args.dry_run else ARCH
+    if args.dry_run:
+        args.repeats, args.dtypes = 1, "float32"
+        args.compile_backend = "aot_eager" if args.compile_backend == "inductor" else args.compile_backend
+    eqr_dir, eqr_mod = os.environ.get("EQR_DIR"), None
     if not eqr_dir:
-        print("EQR_DIR is not set: point it at a checkout of github.com/locuslab/EqR to time its "
-              "forward against ours; nothing to do.")
-        return 0
-    try:
-        InnerNetwork, EqRConfig, LatentCarry = import_eqr(eqr_dir)
-    except ImportError as e:
-        print(f"cannot import EqR's models from EQR_DIR={eqr_dir} ({e}); nothing to do.")
-        return 0
+        why = ("EQR_DIR is not set: point it at a checkout of github.com/locuslab/EqR to time its "
+               "forward against ours")
+    else:
+        try:
+            eqr_mod = import_eqr(eqr_dir)
+        except ImportError as e:
+            why = f"cannot import EqR's models from EQR_DIR={eqr_dir} ({e})"
+    if eqr_mod is None:
+        if not args.dry_run:
+            print(f"{why}; nothing to do.")
+            return 0
+        print(f"{why}; dry run: our columns only.")
     device = setup_device(args.device, args.threads)
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [int(b) for b in (args.batches or ("1,2" if args.dry_run else "1,8,64")).split(",")]
     dtypes = args.dtypes.split(",")
-    rows, bad = [], []
+    default = DEFAULT_PATHS["cuda" if args.dry_run else device.type if device.type in DEFAULT_PATHS else "cpu"]
+    paths = (args.paths or default).split(",")
+    unknown = [q for q in paths if q not in LABELS]
+    if unknown:
+        p.error(f"--paths: unknown {unknown}; choose from {list(LABELS)}")
+    if eqr_mod is None:
+        paths = [q for q in paths if q not in EQR_PATHS]
+    ours_paths = [q for q in paths if q not in EQR_PATHS]
+    from sudoku import model as model_mod
+    model_mod.set_compile_backend(args.compile_backend)
+
+    rows, bad, notes_run = [], [], []
     rel = lambda a, b: float((a.double() - b.double()).norm() / b.double().norm())  # noqa: E731
     for B in batches:
+        torch._dynamo.reset()  # every compiled column specialises on this B (as dynamic=False)
         gen = torch.Generator().manual_seed(B)
         tokens = torch.randint(1, 11, (B, 81), generator=gen).to(device)
-        batch = {"inputs": tokens}
         ref32 = None
         for dt in dtypes:
-            eqr, ours = build_pair(InnerNetwork, EqRConfig, dt, B)
-            eqr.to(device), ours.to(device)
+            eqr, ours = build_pair(eqr_mod, arch, dt, B)
+            ours.to(device)
+            if eqr is not None:
+                eqr.to(device)
             z_H, z_L = (t.to(device) for t in ours.initial_carry(B, generator=torch.Generator().manual_seed(B)))
 
             # Agreement, noise off in both, against EqR in the same dtype and EqR in float32.
-            eqr.L_level.noise_scale, ours.cfg.noise_std = 0.0, 0.0
-            with torch.no_grad():
-                e_logits = eqr(LatentCarry(z_H.clone(), z_L.clone()), batch)[1]
-                o_logits = ours(tokens, carry=(z_H, z_L), grad="none")[0]
-                if ref32 is None:
-                    e32 = eqr if dt == "float32" else build_pair(InnerNetwork, EqRConfig, "float32", B)[0].to(device)
-                    e32.L_level.noise_scale = 0.0
-                    ref32 = e32(LatentCarry(z_H.float(), z_L.float()), batch)[1]
-            same, ours32, eqr32 = rel(o_logits, e_logits), rel(o_logits, ref32), rel(e_logits, ref32)
-            eqr.L_level.noise_scale, ours.cfg.noise_std = ARCH["noise_scale"], ARCH["noise_scale"]
-            # float32: rounding only. bfloat16: no further from EqR-float32 than EqR-bf16 is (x1.5).
-            if (dt == "float32" and same > 1e-4) or ours32 > 1.5 * eqr32 + 1e-3:
-                bad.append((B, dt, same, ours32, eqr32))
-
-            def run_eqr():
+            agree, failed = {}, {}  # failed: path -> why (a column that cannot run here)
+            if eqr is not None:
+                LatentCarry = eqr_mod[2]
+                eqr.L_level.noise_scale, ours.cfg.noise_std = 0.0, 0.0
                 with torch.no_grad():
-                    return eqr(LatentCarry(z_H.clone(), z_L.clone()), batch)
+                    e_logits = eqr(LatentCarry(z_H.clone(), z_L.clone()), {"inputs": tokens})[1]
+                    if ref32 is None:
+                        e32 = eqr if dt == "float32" else build_pair(eqr_mod, arch, "float32", B)[0].to(device)
+                        e32.L_level.noise_scale = 0.0
+                        ref32 = e32(LatentCarry(z_H.float(), z_L.float()), {"inputs": tokens})[1]
+                eqr32 = rel(e_logits, ref32)
+                for q in ours_paths:
+                    if q != "compile":  # compiled per noise setting: checked against ours below
+                        try:
+                            o = our_call(q, ours, tokens, z_H, z_L)()
+                        except Exception as err:  # noqa: BLE001 -- reported, the others go on
+                            failed[q] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                            continue
+                        agree[q] = (rel(o, e_logits), rel(o, ref32))
+                eqr.L_level.noise_scale, ours.cfg.noise_std = arch["noise_scale"], arch["noise_scale"]
+                same = max((a for a, _ in agree.values()), default=0.0)
+                ours32 = max((b for _, b in agree.values()), default=0.0)
+                # float32: rounding only. bfloat16: no further from EqR-float32 than EqR-bf16 is (x1.5).
+                for q, (s_, o32) in agree.items():
+                    if (dt == "float32" and s_ > 1e-4) or o32 > 1.5 * eqr32 + 1e-3:
+                        bad.append((B, dt, q, s_, o32, eqr32))
 
-            def run_ours():
-                with torch.no_grad():
-                    return ours(tokens, carry=(z_H, z_L), grad="none")
-
-            run_eqr(), run_ours()  # warm-up
-            t_eqr, t_ours = [], []
+            calls, warm, first = {}, {}, {}
+            for q in paths:  # warm-up: compiles, Triton JIT, graph capture
+                if q in failed:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    fn = (eqr_call(q, eqr, eqr_mod[2], tokens, z_H, z_L, args.compile_backend)
+                          if q in EQR_PATHS else our_call(q, ours, tokens, z_H, z_L))
+                    first[q] = fn()
+                    for _ in range(2 if q in ("eqr_graphs", "fused_graphs") else 0):
+                        fn()  # reduce-overhead records on its 2nd call; our runner captures on its 2nd
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                except Exception as err:  # noqa: BLE001 -- reported, the others go on
+                    failed[q] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                    continue
+                calls[q] = fn
+                warm[q] = time.perf_counter() - t0
+            for q, why in failed.items():
+                bad.append((B, dt, q, "failed"))
+                notes_run.append(f"B={B} {dt}: {LABELS[q]} FAILED: {why}")
+            if "compile" in first and "ours" in first:  # same seed: the same noise stream
+                err = rel(first["compile"], first["ours"])
+                tol = 1e-4 if dt == "float32" else (1.5 * eqr32 + 1e-3 if eqr is not None else 0.5)
+                if err > tol:
+                    bad.append((B, dt, "compile vs ours", err, tol))
+                notes_run.append(f"B={B} {dt}: ours compile vs ours eager (same noise) {err:.1e}")
+            if "fused_graphs" in calls:
+                notes_run.append(f"B={B} {dt}: fused+graphs {calls['fused_graphs'].runner.describe()}")
+            notes_run.append(f"B={B} {dt}: warm-up s " + ", ".join(f"{LABELS[q]} {warm[q]:.1f}"
+                                                                 for q in calls))
+            times = {q: [] for q in calls}
             for _ in range(args.repeats):  # interleaved
-                for fn, acc in ((run_eqr, t_eqr), (run_ours, t_ours)):
+                for q, fn in calls.items():
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     t0 = time.perf_counter()
                     fn()
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
-                    acc.append(time.perf_counter() - t0)
-            me, mo = median(t_eqr), median(t_ours)
-            rows.append([str(B), dt, f"{me * 1e3:.1f}", f"{mo * 1e3:.1f}", f"{me / mo:.2f}",
-                         f"{same:.1e}", f"{ours32:.1e} / {eqr32:.1e}"])
-            print("  ".join(rows[-1]), flush=True)
-    header = ["EqR forward vs ours on EqR's weights: one reasoning step (21 block updates), "
-              "Sudoku recipe (hidden 512, 2 layers, H3/L6, mlp_t)"] + environment_lines(device) + \
-        [f"EqR code: {eqr_dir}; {args.repeats} interleaved repeats, medians"]
-    notes = ["speedup = EqR time / our time (> 1: ours faster). Agreement after one step with "
+                    times[q].append(time.perf_counter() - t0)
+            ms = {q: median(v) * 1e3 for q, v in times.items()}
+            row = [str(B), dt] + ["failed" if q not in ms else f"{ms[q]:.3f}" if ms[q] < 10
+                                  else f"{ms[q]:.1f}" for q in paths]
+            if "eqr" in paths and "ours" in paths:
+                row.append(f"{ms['eqr'] / ms['ours']:.2f}" if "eqr" in ms and "ours" in ms else "-")
+            eqr_fast = [ms[q] for q in ("eqr_compile", "eqr_graphs") if q in ms]
+            ours_fast = [ms[q] for q in ours_paths if q in ms]
+            if any(q in paths for q in ("eqr_compile", "eqr_graphs")) and ours_paths:
+                row.append(f"{min(eqr_fast) / min(ours_fast):.2f}" if eqr_fast and ours_fast else "-")
+            if eqr is not None:
+                row += [f"{same:.1e}", f"{ours32:.1e} / {eqr32:.1e}"]
+            rows.append(row)
+            print("  ".join(row), flush=True)
+    name = (f"hidden {arch['hidden_size']}, {arch['L_layers']} layers, "
+            f"H{arch['H_cycles']}/L{arch['L_cycles']}, mlp_t")
+    steps = arch["H_cycles"] * (arch["L_cycles"] + 1)
+    title = ("EqR forward vs ours on EqR's weights" if eqr_mod is not None else "Our reasoner's paths")
+    header = [f"{title}: one reasoning step ({steps} block updates), Sudoku "
+              f"{'recipe' if not args.dry_run else 'dry-run model'} ({name})"] + \
+        environment_lines(device) + \
+        [(f"EqR code: {eqr_dir}; " if eqr_mod is not None else "") +
+         f"{args.repeats} interleaved repeats, medians; compile backend {args.compile_backend}"]
+    headers = ["B", "dtype"] + [f"{LABELS[q]} ms" for q in paths]
+    if "eqr" in paths and "ours" in paths:
+        headers.append("speedup")
+    if any(q in paths for q in ("eqr_compile", "eqr_graphs")) and ours_paths:
+        headers.append("vs EqR compiled")
+    if eqr_mod is not None:
+        headers += ["vs EqR", "vs EqR fp32: ours / EqR's"]
+    notes = [] if eqr_mod is None else [
+             "speedup = EqR time / our time (> 1: ours faster). Agreement after one step with "
              "the noise off, ||a - b|| / ||b|| of the logits: `vs EqR` against EqR's forward in the "
              "same dtype; `vs EqR fp32: ours / EqR's` against EqR in float32, for our output and "
              "for EqR's own. In float32 the two agree to rounding; in bfloat16 EqR rounds each term "
              "of its update to bf16 and we round the fused update once, and 21 updates of these "
              "random-init weights amplify any rounding, so the bf16 check is that ours is no further "
              "from float32 than EqR's own bf16 run (x1.5)."]
-    report(header, ["B", "dtype", "EqR ms", "ours ms", "speedup", "vs EqR",
-                    "vs EqR fp32: ours / EqR's"], rows, notes, args.out)
+    if len(paths) > 2:
+        notes.append(("vs EqR compiled = EqR's fastest compiled column / our fastest column. "
+                      "Agreement columns: the worst of our eager / fused / fused+graphs paths. "
+                      if eqr_mod is not None else "") +
+                     "fused+graphs holds the weights cast once (as an evaluation run does); "
+                     "the other columns cast them per call.")
+    notes += [""] + notes_run
+    report(header, headers, rows, notes, args.out)
     if bad:
-        print(f"outputs disagree beyond tolerance: {bad}")
+        print(f"columns failed or outputs disagree beyond tolerance: {bad}")
         return 1
     return 0
 

@@ -3,11 +3,17 @@
 
 The model is the recipe's (hidden 512, 2 layers, H3/L6, token MLP) with random weights (the
 throughput does not depend on the weights); the puzzles are random boards (tokens 1..10).
-Two loops run the same reasoning steps on the same starts, interleaved, one after the other:
-  eager  the EqR-style loop: each update written in plain PyTorch,
-         z = (1 - damping) z + damping * blocks(z + inj) + noise_std * randn_like(z);
-  ours   sudoku.evaluate.reasoning_steps (every update through eqk.LoopedUpdate, in place),
-         run at full depth, so both do the same work.
+Loops (--loops) run the same reasoning steps on the same starts, interleaved:
+  eager         the EqR-style loop: each update written in plain PyTorch,
+                z = (1 - damping) z + damping * blocks(z + inj) + noise_std * randn_like(z);
+  ours          sudoku.reasoning.reasoning_steps, kernels="eager" (the eager block, every
+                update through eqk.LoopedUpdate, in place), no CUDA graphs;
+  fused         the same with kernels="fused" (the fused block ops);
+  fused_graphs  kernels="fused", each segment of --steps steps one CUDA-graph replay;
+  compile       kernels="compile" (each step under torch.compile(fullgraph=True)).
+Each of our loops is one evaluation run at full depth (no halting: every call does the same
+work) whose generator is advanced --steps steps (one segment) per timed call; the warm-up
+calls (compiles, Triton JIT, the graph loop's warm-up segment and capture) are not timed.
 A block application is one pass of the layer stack over one start's (81, hidden) latent; a
 reasoning step is H_cycles x (L_cycles + 1) of them; "layers" counts each of the stack's
 layers (EqR's 40,000-layer runs), so one block application is cfg.layers layers.
@@ -20,19 +26,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import torch
 
 from timing import (REPO_ROOT, environment_lines, measure, median, report, setup_device,
-                    use_repo_checkout)
+                    synchronize, use_repo_checkout)
 
 use_repo_checkout()
 sys.path.insert(0, os.path.join(REPO_ROOT, "python"))  # the domain models live in python/
 
-from sudoku.evaluate import reasoning_steps  # noqa: E402
+from sudoku import model as model_mod  # noqa: E402
 from sudoku.model import ReasonerConfig, SudokuReasoner  # noqa: E402
+from sudoku.reasoning import reasoning_steps  # noqa: E402
 
-TARGET = dict(puzzles=1000, breadth=8, layers=40_000, minutes=10)
+TARGET = dict(puzzles=1000, breadth=8, layers=40_000, minutes=6)
+LOOPS = ("eager", "ours", "fused", "fused_graphs", "compile")
+DEFAULT_LOOPS = {"cpu": "eager,ours", "cuda": ",".join(LOOPS)}
 
 
 def eager_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tensor:
@@ -53,14 +63,26 @@ def eager_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tens
     return model.heads(h)[0].argmax(-1)
 
 
-def ours_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tensor:
-    record = None
-    for record in reasoning_steps(model, tokens, starts, depth=steps, full_depth=True, seed=0):
-        pass
-    return record.pred
+def our_loop(model: SudokuReasoner, name: str, tokens, starts, steps: int, timed: int):
+    """A function advancing one full-depth evaluation run of loop `name` by `steps` reasoning
+    steps per call, warmed up here (the graph loop: a warm-up segment, then its capture), with
+    `timed` calls left; returns the latest predictions."""
+    model.kernels = "eager" if name == "ours" else "fused" if name.startswith("fused") else name
+    graphs = name == "fused_graphs"
+    warm = 2 if graphs else 1
+    run = reasoning_steps(model, tokens, starts, depth=steps * (timed + warm), full_depth=True,
+                          seed=0, graphs=graphs, segment_steps=steps)
+
+    def advance():
+        for _ in range(steps):
+            record = next(run)
+        return record.pred
+    for _ in range(warm):  # the path is fixed once the run starts: model.kernels may change
+        advance()
+    return advance
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
@@ -70,14 +92,28 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=2, help="reasoning steps timed per call")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--loops", default=None, help=f"comma list of {', '.join(LOOPS)} "
+                   f"(default: {DEFAULT_LOOPS['cpu']} on CPU, all on CUDA and in a dry run)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compile loop (a dry run: aot_eager)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dry-run", action="store_true", help="tiny sizes: checks the plumbing")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        p.error(f"--compile-backend: unknown {args.compile_backend!r}; choose from "
+                f"{torch._dynamo.list_backends(exclude_tags=())}")
     if args.dry_run:
         args.puzzles, args.breadth, args.steps, args.hidden, args.repeats = 4, 2, 1, 32, 1
+        if args.compile_backend == "inductor":
+            args.compile_backend = "aot_eager"
     device = setup_device(args.device, args.threads)
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    loops = (args.loops or DEFAULT_LOOPS["cuda" if args.dry_run or device.type == "cuda"
+                                         else "cpu"]).split(",")
+    if [q for q in loops if q not in LOOPS] or "eager" not in loops:
+        p.error(f"--loops: a comma list of {LOOPS} including eager (the baseline), got {args.loops!r}")
+    model_mod.set_compile_backend(args.compile_backend)
 
     torch.manual_seed(0)
     cfg = ReasonerConfig(hidden=args.hidden, latent_dtype=dtype)
@@ -88,33 +124,53 @@ def main(argv=None) -> None:
     per_step = cfg.H_cycles * (cfg.L_cycles + 1)
     applications = n * args.steps * per_step
 
-    rows, rates = [], {}
+    rows, rates, warm = [], {}, {}
     with torch.no_grad():
-        loops = {"eager": eager_steps, "ours": ours_steps}
-        times = {name: [] for name in loops}
-        for _ in range(args.repeats):  # interleaved, so drift hits both alike
-            for name, loop in loops.items():
-                times[name] += measure(lambda: loop(model, tokens, starts, args.steps), device,
-                                       warmup=0 if times[name] else 1, repeats=1)
-    for name in loops:
+        calls, failed = {}, {}
+        for name in loops:
+            t0 = time.perf_counter()
+            try:
+                if name == "eager":
+                    calls[name] = lambda: eager_steps(model, tokens, starts, args.steps)
+                    calls[name]()
+                else:
+                    calls[name] = our_loop(model, name, tokens, starts, args.steps, args.repeats)
+                synchronize(device)
+            except Exception as err:  # noqa: BLE001 -- reported, the other loops go on
+                if name == "eager":
+                    raise
+                calls.pop(name, None)
+                failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                print(f"{name}: FAILED ({failed[name]})", flush=True)
+                continue
+            warm[name] = time.perf_counter() - t0
+        times = {name: [] for name in calls}
+        for _ in range(args.repeats):  # interleaved, so drift hits all alike
+            for name in calls:
+                times[name] += measure(calls[name], device, warmup=0, repeats=1)
+    for name in calls:
         seconds = median(times[name])
         rates[name] = applications / seconds
         total_layers = TARGET["puzzles"] * TARGET["breadth"] * TARGET["layers"]
         minutes = total_layers / cfg.layers / rates[name] / 60
         rows.append([name, f"{seconds * 1e3:.1f}", f"{rates[name]:,.0f}",
                      f"{rates[name] * cfg.layers:,.0f}", f"{minutes:,.1f}",
-                     f"{rates[name] / rates['eager']:.2f}"])
+                     f"{rates[name] / rates['eager']:.2f}", f"{warm[name]:.1f}"])
     header = [f"Sudoku eval throughput ({device.type}, {dtype})", *environment_lines(device),
               f"model: hidden {cfg.hidden}, {cfg.layers} layers, H{cfg.H_cycles}/L{cfg.L_cycles}, "
               f"token MLP; {args.puzzles} puzzles x breadth {args.breadth} = {n} starts, "
               f"{args.steps} reasoning steps ({per_step} block applications each) per timed call, "
-              f"median of {args.repeats}" + (" (dry run: tiny sizes)" if args.dry_run else "")]
+              f"median of {args.repeats}; compile backend {args.compile_backend}"
+              + (" (dry run: tiny sizes)" if args.dry_run else "")]
     notes = [f"extrapolated: {TARGET['puzzles']} puzzles x breadth {TARGET['breadth']} x "
              f"{TARGET['layers']:,} layers at the measured rate (goal <= {TARGET['minutes']} "
-             f"minutes on one GPU); ratio = rate / eager's rate in the same run."]
+             f"minutes on one GPU); ratio = rate / eager's rate in the same run; warm-up: the "
+             f"untimed first call (compiles, Triton JIT, graph capture)."]
+    notes += [f"{name} FAILED: {why}" for name, why in failed.items()]
     report(header, ["loop", "ms / call", "block apps / s", "layers / s", "extrapolated min",
-                    "vs eager"], rows, notes, args.out)
+                    "vs eager", "warm-up s"], rows, notes, args.out)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,6 +18,16 @@
 #   bash scripts/gpu_suite.sh --dry-run  # the same plumbing on CPU, tiny sizes (CI runs it)
 # Environment: TORCHDEQ_WHEEL (a torchdeq .whl to install with --no-deps --no-index),
 # EQK_GPU_SUITE_BUDGET_S (default 480).
+# Issue 18 (the looped-transformer block): the EqR peer benchmark reads EqR's code from
+# EQR_DIR (default .gl/EqR, git-ignored: carry a copy of github.com/locuslab/EqR there, e.g.
+# `mkdir -p .gl/EqR && git -C <EqR clone> archive HEAD | tar -x -C .gl/EqR`; never committed);
+# its models import pydantic and colorama: EQR_WHEELS, a folder of wheels installed like
+# TORCHDEQ_WHEEL (pydantic, pydantic_core for the machine's Python, annotated_types,
+# typing_extensions, typing_inspection, colorama; e.g. carried as .whl/eqr/). Without EqR that
+# stage says so and passes. EQK_GPU_SUITE_STAGES: a comma list of stage names to run (default
+# all; build and import always run), e.g. build,import,gpu_tests,bench_eqr_peer,bench_eqr_peer_b1,
+# bench_sudoku_eval,sweep_looped_tiles for issue 18's numbers alone: the stages' limits add up
+# to more than the 480 s budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -48,6 +58,8 @@ left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 # and records its status and time in SUMMARY.md.
 stage() {
   local name=$1 limit=$2; shift 2
+  case ",${EQK_GPU_SUITE_STAGES:-$name},build,import," in *",$name,"*) ;; *)
+    echo "| $name | not selected (EQK_GPU_SUITE_STAGES) | - |" >> "$SUMMARY"; return;; esac
   local rem; rem=$(left)
   (( limit > rem )) && limit=$rem
   if (( limit < 5 )); then
@@ -82,6 +94,10 @@ cat "$SUMMARY"
 if [ -n "${TORCHDEQ_WHEEL:-}" ]; then
   "$PY" -m pip install --quiet --no-deps --no-index "$TORCHDEQ_WHEEL" || echo "torchdeq wheel not installed"
 fi
+if [ -n "${EQR_WHEELS:-}" ]; then
+  "$PY" -m pip install --quiet --no-deps --no-index "$EQR_WHEELS"/*.whl || echo "EqR's wheels not installed"
+fi
+EQR_DIR=${EQR_DIR:-$PWD/.gl/EqR}
 
 if [ $DRY = 1 ]; then
   # The in-tree CPU build is reused (CI built it); the CUDA build itself is CI's own stage.
@@ -104,6 +120,24 @@ fi
 stage gpu_tests 150 "$PY" -m pytest $PYTEST_ARGS -p no:cacheprovider
 stage cpu_tests 120 "$PY" -m pytest -q -m "not gpu and not interpreter" -p no:cacheprovider \
   "${CPU_TESTS[@]}"
+# Issue 18: the tile sweep of the looped-transformer ops (B = 768, 64; stops itself at 70 s), EqR's
+# forward eager / compiled / compiled + CUDA graphs against ours eager / fused / fused + graphs /
+# compiled (bf16, the recipe model; B = 768 and 64, then B = 1).
+if [ -f benchmarks/sweep_looped_tiles.py ]; then
+  stage sweep_looped_tiles 90 "$PY" benchmarks/sweep_looped_tiles.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
+    --budget-s 70 --out "$DEST/looped_tiles_${TAG}.md"
+else
+  echo "| sweep_looped_tiles | not run: benchmarks/sweep_looped_tiles.py does not exist yet | - |" >> "$SUMMARY"
+fi
+if [ $DRY = 1 ]; then
+  stage bench_eqr_peer 120 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
+    --out "$DEST/eqr_peer_${TAG}.md"
+else
+  stage bench_eqr_peer 200 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
+    --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_${TAG}.md"
+  stage bench_eqr_peer_b1 100 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
+    --batches 1 --dtypes bfloat16 --repeats 20 --out "$DEST/eqr_peer_b1_${TAG}.md"
+fi
 stage bench_anderson_mix 60 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
   --out "$DEST/anderson_mix_${TAG}.md"
 stage bench_block_loop 90 "$PY" benchmarks/bench_block_loop.py $BENCH_ARGS --batches "$BATCHES" $LOOP \
@@ -111,7 +145,7 @@ stage bench_block_loop 90 "$PY" benchmarks/bench_block_loop.py $BENCH_ARGS --bat
 stage bench_solver_overhead 60 "$PY" benchmarks/bench_solver_overhead.py $BENCH_ARGS --sizes "$SIZES_S" \
   --repeats 3 --out "$DEST/solver_overhead_${TAG}.md"
 if [ -f benchmarks/bench_sudoku_eval.py ]; then
-  stage bench_sudoku_eval 60 "$PY" benchmarks/bench_sudoku_eval.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
+  stage bench_sudoku_eval 150 "$PY" benchmarks/bench_sudoku_eval.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
     --out "$DEST/sudoku_eval_${TAG}.md"
 else
   echo "| bench_sudoku_eval | not run: benchmarks/bench_sudoku_eval.py does not exist yet | - |" >> "$SUMMARY"

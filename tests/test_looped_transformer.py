@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 import eqkernels as eqk
 from eqkernels import _backends
@@ -50,20 +51,37 @@ def test_parameter_names_and_shapes_are_eqrs():
         LoopedTransformerStack(0, T, 8)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_loads_the_sudoku_models_stack_and_apply_is_its_math(dtype):
-    """python/sudoku/model.py's L_level state dict loads unchanged; apply() gives its values."""
-    from sudoku.model import ReasonerConfig, ReasonerStack
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_sudoku_models_stack_loads_and_apply_is_eqrs_layer(dtype):
+    """python/sudoku/model.py builds its block as this stack (its L_level state dict loads
+    unchanged); apply() is EqR's layer as EqR writes it: the token MLP on the transposed latent,
+    normed over the tokens, then the channel MLP, each post-norm (float64: 1e-12)."""
+    from sudoku.model import ReasonerConfig, SudokuReasoner
     seed = random.randrange(2**31)
     torch.manual_seed(seed)
     cfg = ReasonerConfig(hidden=32, layers=2)
-    theirs = ReasonerStack(cfg)
+    model = SudokuReasoner(cfg)
     ours = LoopedTransformerStack(2, T, 32, cfg.expansion, cfg.rms_eps)
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    h = torch.randn(3, T, 32).to(dtype)
+    ours.load_state_dict(model.L_level.state_dict(), strict=True)
+    ours = ours.to(dtype)
+
+    def rms(x):
+        return x * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + cfg.rms_eps).to(x.dtype)
+
+    def swiglu(x, m):
+        gate, up = F.linear(x, m.gate_up_proj.weight).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, m.down_proj.weight)
+
+    h = torch.randn(3, T, 32, dtype=dtype)
+    want = h
+    for layer in ours.layers:
+        t = want.transpose(1, 2)
+        want = rms(t + swiglu(t, layer.mlp_t)).transpose(1, 2)
+        want = rms(want + swiglu(want, layer.mlp))
     with torch.no_grad():
-        assert torch.equal(ours.apply(h, ours.weights(dtype)), theirs.apply(h, theirs.weights(dtype))), \
-            f"seed {seed}"
+        got = ours.apply(h, ours.weights(dtype))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, want.detach(), rtol=tol, atol=tol, msg=f"seed {seed}")
     h = h.requires_grad_()  # and it is differentiable
     ours.apply(h, ours.weights(dtype)).float().square().sum().backward()
     assert h.grad is not None and all(p.grad is not None for p in ours.parameters())

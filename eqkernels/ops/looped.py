@@ -23,7 +23,8 @@ noise_key(seed, step + 1) from it and advances it, and `differentiable` does the
 tensor ops. Nothing in an update reads device memory on the host, so K updates (with the
 block between them) can be captured in a CUDA graph and replayed, each replay drawing K new
 noise fields, bit-identical to the eager loop. `steps` is a host-side count of the updates
-made (no sync).
+made eagerly (no sync); updates inside a torch.compile'd region or a CUDA-graph replay are not
+counted (a compiled graph would otherwise be specialised on, and recompiled for, every value).
 """
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ class LoopedUpdate:
         if not z.is_contiguous():
             raise ValueError("z must be contiguous: it is updated in place")
         self._match_residual_dtype(z.dtype)
-        self.steps += 1
+        if not torch.compiler.is_compiling():
+            self.steps += 1
         flat = z.view(self.batch, -1)
         f_flat = f_out.detach().to(z.dtype).reshape(self.batch, -1)
         st = self._state
@@ -136,7 +138,8 @@ class LoopedUpdate:
         self._match_residual_dtype(z.dtype)
         st = self._state
         _check_normed_args(z, r, sumsq, z, st, self.step_counter, eps)
-        self.steps += 1
+        if not torch.compiler.is_compiling():
+            self.steps += 1
         st.active.copy_(~st.diverged)  # never "converged": halting is the caller's decision
         with torch.no_grad():
             self._normed(z, r.detach(), sumsq.detach(), z, st, eps=float(eps),
@@ -159,7 +162,8 @@ class LoopedUpdate:
         Arithmetic in float32 (float64 for float64 z), stored in z's dtype, as the fused op.
         """
         self._check(z, f_out)
-        self.steps += 1
+        if not torch.compiler.is_compiling():
+            self.steps += 1
         wide = torch.float64 if z.dtype == torch.float64 else torch.float32
         new = (1.0 - self.damping) * z.to(wide) + self.damping * f_out.to(wide)
         with torch.no_grad():

@@ -2,13 +2,16 @@
 and damped (the fused, optionally noisy, long-run loop).
 
 Each is an options object (`Anderson(m=5)`, ...) run by one driver (`solve`) with one
-`SolveOptions`, and a function of the same name (`anderson(f, z0, ...)`) doing both."""
+`SolveOptions`, and a function of the same name (`anderson(f, z0, ...)`) doing both.
+`SegmentRunner` runs any capturable K-step loop body as replays of CUDA graphs (the damped
+solver's graph mode; looped models' reasoning loops)."""
 from eqkernels.solvers.anderson import Anderson, anderson
 from eqkernels.solvers.base import DivergenceError, SolverInfo
 from eqkernels.solvers.broyden import Broyden, broyden
 from eqkernels.solvers.damped import Damped, damped
 from eqkernels.solvers.driver import SolveOptions, solve
 from eqkernels.solvers.fixed_point import FixedPoint, fixed_point
+from eqkernels.solvers.segments import SegmentRunner
 from eqkernels.solvers.state import SolverState
 
 SOLVERS = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden,
@@ -52,4 +55,4 @@ def as_solver(solver, **kwargs):
 
 __all__ = ["anderson", "broyden", "damped", "fixed_point", "get_solver", "as_solver", "SOLVERS",
            "SOLVER_CLASSES", "SolverInfo", "DivergenceError", "Anderson", "Broyden", "FixedPoint",
-           "Damped", "SolveOptions", "SolverState", "solve"]
+           "Damped", "SolveOptions", "SolverState", "solve", "SegmentRunner"]

@@ -16,8 +16,8 @@ change (sqrt(2) sigma per element, 0.014 at sigma 0.01), so halt_tol must lie ab
 the defaults (0.02, 5 steps) kept a small CPU model within 0.02 board accuracy of full
 depth with a sixth of the steps.
 
-`reasoning_steps()` is the loop (a generator of per-step predictions and residuals, one
-eqk.LoopedUpdate noise stream for the run); `score()` turns per-depth snapshots into the
+`reasoning_steps()` (sudoku.reasoning) is the loop (a generator of per-step predictions and
+residuals, one eqk.LoopedUpdate noise stream for the run, CUDA graphs on a GPU); `score()` turns per-depth snapshots into the
 report; `evaluate()` joins them (and shards over torch.distributed ranks). The report adds
 what the attractor view predicts: per depth, the mean final latent change of the starts whose
 board is right vs wrong, and (with ratings) the reasoning steps used against puzzle rating.
@@ -25,7 +25,7 @@ board is right vs wrong, and (with ratings) the reasoning steps used against puz
 Invalid boards count as wrong: nothing is repaired afterwards by a classical solver.
 
 CLI:  python -m sudoku eval --data puzzles.csv --checkpoint run/ckpt.pt --depth 1000 --breadth 8
-      [--plot depth.png]   (with python/ on PYTHONPATH)
+      [--plot depth.png] [--kernels auto|fused|compile|eager]   (with python/ on PYTHONPATH)
 Several processes: torchrun --nproc-per-node N -m sudoku eval ... shards the puzzles over
 the ranks (gloo on CPU, NCCL on GPUs) and all-gathers the results; every rank reports the
 same numbers as one process would.
@@ -38,7 +38,7 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -48,9 +48,9 @@ from cli_safety.output_paths import check_output_file, plot_suffixes
 from cli_safety.values import SEED, Range
 from eqkernels.progress import progress_bar
 from sudoku.distributed import dist_info, gather, init_from_env
-from sudoku.model import SudokuReasoner
+from sudoku.model import KERNELS, SudokuReasoner
+from sudoku.reasoning import RESIDUAL_WINDOW, StepRecord, reasoning_steps  # noqa: F401 (public here)
 
-RESIDUAL_WINDOW = 3
 POSITIVE = Range(int, min=1)
 
 
@@ -161,77 +161,6 @@ def aggregate(preds: torch.Tensor, residual: torch.Tensor, answers: torch.Tensor
 
 
 
-@dataclass
-class StepRecord:
-    """One reasoning step of every start (n = puzzles x breadth). The tensors are the run's
-    live buffers, updated in place by the next step: copy what you keep.
-    pred: (n, 81) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
-    change per element of z_H over the last RESIDUAL_WINDOW steps; running: (n,) bool, still
-    reasoning after this step; steps_used: (n,); change: (k,) this step's latent change of the
-    k starts that ran it (inf for a start whose latent turned NaN/Inf); diverged: (n,) bool,
-    the start's latent turned NaN/Inf (the fused update froze it: never read as settled)."""
-    t: int
-    pred: torch.Tensor
-    residual: torch.Tensor
-    running: torch.Tensor
-    steps_used: torch.Tensor
-    change: torch.Tensor
-    diverged: torch.Tensor
-
-
-@torch.no_grad()
-def reasoning_steps(model: SudokuReasoner, tokens: torch.Tensor, starts, *, depth: int,
-                    full_depth: bool = False, halt_tol: float = 0.02, patience: int = 5,
-                    seed: int = 0) -> Iterator[StepRecord]:
-    """Run every start for up to `depth` reasoning steps; yield a StepRecord after each.
-
-    tokens: (n, 81); starts: (z_H, z_L), each (n, 81, hidden). One eqk.LoopedUpdate (seed
-    `seed`) draws the noise of the whole run; halted starts are compacted out of the batch
-    (the update object keeps the rows that still run).
-    """
-    model.eval()
-    device = tokens.device
-    n = tokens.shape[0]
-    h, l = (t.to(device=device, dtype=model.cfg.dtype).contiguous().clone() for t in starts)
-    xi = model.embed(tokens)
-    weights = model.L_level.weights(model.cfg.dtype)
-    upd = model.new_update(n, device, seed)
-    window = torch.zeros(n, RESIDUAL_WINDOW, device=device)  # latest per-step z_H changes
-    last_pred = model.heads(h)[0].argmax(-1)
-    stable = torch.zeros(n, dtype=torch.long, device=device)
-    running = torch.ones(n, dtype=torch.bool, device=device)
-    steps_used = torch.zeros(n, dtype=torch.long, device=device)
-    diverged = torch.zeros(n, dtype=torch.bool, device=device)
-    idx = torch.arange(n, device=device)  # the starts in h, l, xi (the running ones)
-    for t in range(1, depth + 1):
-        change = window.new_zeros(0)
-        if idx.numel():
-            before = h.clone()
-            for _ in range(model.cfg.H_cycles):
-                model.round(upd, h, l, xi, weights)
-            change = (h.float() - before.float()).flatten(1).norm(dim=1) / math.sqrt(h[0].numel())
-            # The fused update freezes a latent that turns NaN/Inf (zero change, flagged):
-            # an infinite change keeps such a start from ever reading as settled.
-            change = change.masked_fill(upd.diverged, math.inf)
-            diverged[idx] |= upd.diverged
-            window[idx] = torch.cat([window[idx, 1:], change[:, None]], dim=1)
-            pred = model.heads(h)[0].argmax(-1)
-            same = (pred == last_pred[idx]).all(dim=1)
-            stable[idx] = torch.where(same, stable[idx] + 1, torch.zeros_like(stable[idx]))
-            last_pred[idx] = pred
-            steps_used[idx] += 1
-            if not full_depth and t >= RESIDUAL_WINDOW:
-                done = (stable[idx] >= patience) & (window[idx].mean(dim=1) < halt_tol)
-                if bool(done.any()):
-                    # Compaction: the block runs on the starts still reasoning only.
-                    running[idx[done]] = False
-                    keep = (~done).nonzero().squeeze(1)
-                    idx = idx[keep]
-                    h, l, xi = h[keep].contiguous(), l[keep].contiguous(), xi[keep]
-                    upd.take(keep)
-        yield StepRecord(t, last_pred, window.mean(dim=1), running, steps_used, change, diverged)
-
-
 def score(snapshots, answers: torch.Tensor, blanks: torch.Tensor, breadth: int,
           steps_used: Optional[torch.Tensor] = None, residual_by_step=(),
           ratings: Optional[torch.Tensor] = None) -> EvalReport:
@@ -290,18 +219,21 @@ def evaluate(model: SudokuReasoner, questions: torch.Tensor, answers: torch.Tens
     starts = tuple(t[rows] for t in all_starts)
     marks = sorted(set(depths or log_spaced_depths(depth)) | {depth})
     bar = progress_bar(total=depth, desc=f"eval breadth {breadth}", unit="step") if progress else None
-    residual_sums, snapshots, rec = [], [], None
+    sums, snapshots, rec = [], [], None
     for rec in reasoning_steps(model, tokens, starts, depth=depth, full_depth=full_depth,
                                halt_tol=halt_tol, patience=patience, seed=seed + rank):
-        if rec.change.numel():
-            residual_sums.append((float(rec.change.sum()), rec.change.numel()))
+        # Summed on the device: the host reads the loop's buffers only at snapshots and at
+        # the loop's segment boundaries (once per captured graph).
+        sums.append(torch.stack([rec.change.sum(dtype=torch.float64), rec.ran.sum().double()]))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(running=int(rec.running.sum()), refresh=False)
+            if rec.boundary:
+                bar.set_postfix(running=int(rec.running.sum()), refresh=False)
         if rec.t in marks:  # copies: the records are live buffers
             snapshots.append((rec.t, rec.pred.to("cpu", copy=True), rec.residual.to("cpu", copy=True)))
     if bar is not None:
         bar.close()
+    residual_sums = [(s, int(c)) for s, c in torch.stack(sums).tolist() if c] if sums else []
     local = dict(snapshots=snapshots, answers=answers.cpu(), blanks=(questions == 1).cpu(),
                  steps_used=rec.steps_used.cpu(), residual_sums=residual_sums,
                  diverged=int(rec.diverged.sum()),
@@ -351,6 +283,9 @@ def main(argv=None):
     p.add_argument("--device", default=default_device())
     p.add_argument("--plot", default=None,
                    help="also write accuracy/residual plots to this file (.png, .pdf, .svg, ...)")
+    p.add_argument("--kernels", choices=KERNELS, default="auto",
+                   help="the block's kernels: auto (the fastest on the device: fused + CUDA graphs "
+                        "on a GPU with Triton, eager on CPU), fused, compile or eager")
     args = p.parse_args(argv)
     # Refused before the model is loaded or a step is run.
     device = parse_device(args.device)
@@ -359,6 +294,7 @@ def main(argv=None):
     args.device = init_from_env(device)
     model, info = load_model(args.checkpoint, device=args.device, weights=args.weights,
                              latent_dtype=args.latent_dtype)
+    model.kernels = args.kernels  # ValueError (error: ..., exit 2) for a variant without it
     questions, answers, ratings = sdata.load_puzzles(args.data, limit=args.limit, split="test")
     report = evaluate(model, questions, answers, depth=args.depth, breadth=args.breadth,
                       full_depth=args.full_depth, halt_tol=args.halt_tol, seed=args.seed,

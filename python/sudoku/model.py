@@ -22,6 +22,16 @@ Starts: EqR's compensated truncated normal (std exactly H_init_std / L_init_std,
 vectors broadcast to every cell.
 Before checkpoint format 2 our token-mixing norm ran over hidden (`mlp_t_norm="hidden"`): a
 different model, kept only to run checkpoints trained with it (sudoku.checkpoint flags them).
+Kernels (`SudokuReasoner(cfg, kernels=...)`, or `model.kernels = ...` after loading), for every
+update autograd does not record:
+  "eager"    the block in plain PyTorch, the update fused (eqk.LoopedUpdate);
+  "fused"    the block and the update as eqkernels' fused ops (Triton on CUDA, their
+             reference ops on CPU);
+  "compile"  one reasoning step under torch.compile(fullgraph=True), update op inside;
+  "auto"     the fastest path on the device: eager on CPU; on CUDA fused where Triton runs
+             and the dtype has fused kernels, else compile where Triton runs, else eager.
+Recorded updates (training) always run the plain-PyTorch block under autograd. The attention
+and mlp_t_norm="hidden" variants run eager only ("auto" does; "fused"/"compile" are refused).
 """
 from __future__ import annotations
 
@@ -34,11 +44,15 @@ from torch import nn
 from torch.nn import functional as F
 
 import eqkernels as eqk
-from eqkernels.nn import SelfAttention
+from eqkernels.nn import LoopedTransformerStack, SelfAttention, SwiGLU, swiglu_inner_width  # noqa: F401
+from eqkernels.nn.looped_transformer import rms_norm
+from eqkernels.solvers import SegmentRunner
 from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 
 LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 MLP_T_NORMS = ("token", "hidden")
+KERNELS = ("auto", "fused", "compile", "eager")
+FUSED_DTYPES = (torch.float32, torch.bfloat16)  # the block ops' Triton dtypes (float64: references)
 
 
 @dataclass
@@ -85,12 +99,6 @@ class ReasonerConfig:
         return asdict(self)
 
 
-def swiglu_inner_width(width: int, expansion: float) -> int:
-    """round(expansion * width * 2/3), rounded up to a multiple of 256 (1536 for 512, 256 for 81)."""
-    inner = round(expansion * width * 2 / 3)
-    return -(-inner // 256) * 256
-
-
 def truncated_normal_(t: torch.Tensor, std: float, generator=None) -> torch.Tensor:
     """Fill t with a normal truncated at +-2 comp_std whose std is exactly `std`.
 
@@ -114,51 +122,21 @@ def truncated_normal_(t: torch.Tensor, std: float, generator=None) -> torch.Tens
     return t
 
 
-def rms_norm(h: torch.Tensor, eps: float, dim: int = -1) -> torch.Tensor:
-    """RMSNorm without a learned scale over `dim`, computed in float32 (float64 stays float64),
-    returned in h's dtype."""
-    if dim in (-1, h.dim() - 1):
-        if h.dtype == torch.float64:
-            return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-        return F.rms_norm(h, (h.shape[-1],), eps=eps)  # upcasts bf16 internally
-    wide = h if h.dtype == torch.float64 else h.float()
-    return (wide * torch.rsqrt(wide.pow(2).mean(dim, keepdim=True) + eps)).to(h.dtype)
+def _swiglu(x, w_gate_up, w_down):
+    """SwiGLU over the last axis of x (the legacy layers' eager math)."""
+    gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, w_down)
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, width: int, expansion: float):
-        super().__init__()
-        inner = swiglu_inner_width(width, expansion)
-        self.gate_up_proj = nn.Linear(width, 2 * inner, bias=False)  # gate half, then up half
-        self.down_proj = nn.Linear(inner, width, bias=False)
-
-
-def _glu(gate, up):
-    a = F.silu(gate)
-    return a.mul_(up) if not torch.is_grad_enabled() else a * up  # in place: no autograd
-
-
-def _swiglu_channels(h, w_gate_up, w_down):
-    """SwiGLU over the last axis: (B, 81, D) -> (B, 81, D)."""
-    gate, up = F.linear(h, w_gate_up).chunk(2, dim=-1)
-    return F.linear(_glu(gate, up), w_down)
-
-
-def _swiglu_tokens(h, w_gate_up, w_down):
-    """SwiGLU over the token axis without transposing h: W @ h[b] for h (B, 81, D), as one
-    batched GEMM whose weight has batch stride 0 (no copies of h, contiguous results)."""
-    B = h.shape[0]
-    gate, up = torch.bmm(w_gate_up.expand(B, -1, -1), h).chunk(2, dim=1)
-    return torch.bmm(w_down.expand(B, -1, -1), _glu(gate, up))
-
-
-class ReasonerLayer(nn.Module):
-    """h <- norm(h + token mixing(h)); h <- norm(h + SwiGLU over hidden)."""
+class LegacyReasonerLayer(nn.Module):
+    """The variants outside EqR's block, eager only: token mixing by self-attention
+    (cfg.attention), or the pre-format-2 token MLP normalised over hidden (mlp_t_norm
+    "hidden"); then h <- norm(h + SwiGLU over hidden). EqR's own layer is
+    eqk.nn.LoopedTransformerLayer."""
 
     def __init__(self, cfg: ReasonerConfig):
         super().__init__()
         self.eps = cfg.rms_eps
-        self.token_dim = 1 if cfg.mlp_t_norm == "token" else -1
         if cfg.attention:
             self.attn = SelfAttention(cfg.hidden, cfg.heads, bias=False)
         else:
@@ -175,20 +153,17 @@ class ReasonerLayer(nn.Module):
     def apply(self, h, w):
         if hasattr(self, "attn"):
             h = rms_norm(h + self.attn(h), self.eps)
-            w_gu, w_down = w
         else:
-            h = rms_norm(h + _swiglu_tokens(h, w[0], w[1]), self.eps, dim=self.token_dim)
-            w_gu, w_down = w[2], w[3]
-        return rms_norm(h + _swiglu_channels(h, w_gu, w_down), self.eps)
-
-    def forward(self, h):
-        return self.apply(h, self.weights(h.dtype))
+            h = rms_norm(h + _swiglu(h.transpose(1, 2), w[0], w[1]).transpose(1, 2), self.eps)
+        return rms_norm(h + _swiglu(h, w[-2], w[-1]), self.eps)
 
 
-class ReasonerStack(nn.Module):
+class LegacyReasonerStack(nn.Module):
+    """`layers` LegacyReasonerLayers, with LoopedTransformerStack's weights / apply / forward."""
+
     def __init__(self, cfg: ReasonerConfig):
         super().__init__()
-        self.layers = nn.ModuleList(ReasonerLayer(cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(LegacyReasonerLayer(cfg) for _ in range(cfg.layers))
 
     def weights(self, dtype) -> List[tuple]:
         return [layer.weights(dtype) for layer in self.layers]
@@ -202,6 +177,15 @@ class ReasonerStack(nn.Module):
         return self.apply(h, self.weights(h.dtype))
 
 
+def reasoner_stack(cfg: ReasonerConfig) -> nn.Module:
+    """The block of `cfg`: eqk.nn.LoopedTransformerStack (EqR's layer), or the legacy stack of
+    the attention / mlp_t_norm="hidden" variants. Parameter names: layers.{i}.mlp_t.*,
+    layers.{i}.mlp.* (layers.{i}.attn.* for attention), as in checkpoints."""
+    if cfg.attention or cfg.mlp_t_norm != "token":
+        return LegacyReasonerStack(cfg)
+    return LoopedTransformerStack(cfg.layers, cfg.seq_len, cfg.hidden, cfg.expansion, cfg.rms_eps)
+
+
 class SudokuReasoner(nn.Module):
     """`logits, q_logits, carry = model(tokens, carry=None, steps=1)`.
 
@@ -213,15 +197,21 @@ class SudokuReasoner(nn.Module):
     round recorded by autograd, all L_cycles z_L updates and the z_H update), an int k >= 1
     (the last k rounds recorded), or "one_step" (only the last z_L update and the z_H update).
     seed: the noise stream's seed (None: drawn from torch's RNG). update: an existing
-    eqk.LoopedUpdate to continue (its seed and step counter), e.g. across calls of a run.
+    eqk.LoopedUpdate to continue (its seed and step counter), e.g. across calls of a run
+    (pass one when the whole forward runs under torch.compile: creating it is host work).
+    kernels: the path of the unrecorded updates, "auto" | "fused" | "compile" | "eager" (see
+    the module docstring); settable after construction (`model.kernels = "eager"`).
+    backend: the op backend ("auto" or a name from eqk.backends()) of every update and of the
+    fused path's block ops, e.g. "triton" to run the Triton kernels interpreted on a CPU
+    (TRITON_INTERPRET=1); a plain attribute.
     """
 
-    def __init__(self, cfg: Optional[ReasonerConfig] = None):
+    def __init__(self, cfg: Optional[ReasonerConfig] = None, kernels: str = "auto"):
         super().__init__()
         self.cfg = cfg = cfg or ReasonerConfig()
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
         nn.init.normal_(self.embed_tokens.weight, std=1.0 / math.sqrt(cfg.hidden))
-        self.L_level = ReasonerStack(cfg)
+        self.L_level = reasoner_stack(cfg)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
         self.q_head = nn.Linear(cfg.hidden, 2, bias=True)
         with torch.no_grad():  # EqR's halting head starts at "never halt"
@@ -230,16 +220,68 @@ class SudokuReasoner(nn.Module):
         if cfg.fixed_init:
             self.register_buffer("H_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
             self.register_buffer("L_init", truncated_normal_(torch.empty(cfg.hidden), 1.0))
+        self.kernels = kernels
+        self.backend = "auto"
+
+    # ---- kernels ------------------------------------------------------------------------
+    @property
+    def kernels(self) -> str:
+        """The requested kernel path: "auto", "fused", "compile" or "eager"."""
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        if value not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {value!r}")
+        why = self.eager_only()
+        if value in ("fused", "compile") and why:
+            raise ValueError(f"kernels={value!r} is not available: {why}; use 'eager' or 'auto'")
+        self._kernels = value
+
+    def eager_only(self) -> str:
+        """Why this model variant runs the eager path only ('' when it has the others)."""
+        if self.cfg.attention:
+            return "the attention token-mixing variant has no fused or compiled block"
+        if self.cfg.mlp_t_norm != "token":
+            return ("the legacy mlp_t_norm='hidden' layer (format-1 checkpoints) has no fused "
+                    "or compiled block")
+        return ""
+
+    def kernel_path(self, device=None) -> Tuple[str, str]:
+        """(path, reason): the path ("fused", "compile" or "eager") the unrecorded updates take
+        on `device` (default: the parameters' device), and why."""
+        device = torch.device(device) if device is not None else self.lm_head.weight.device
+        if self._kernels != "auto":
+            return self._kernels, "requested"
+        why = self.eager_only()
+        if why:
+            return "eager", why
+        if device.type != "cuda":
+            return "eager", f"auto on {device.type}: the plain-PyTorch block is the fastest there"
+        if torch.compiler.is_compiling():  # the caller compiles the forward: it fuses the block
+            return "eager", "auto inside torch.compile"
+        triton_ok, triton_why = eqk.backends()["triton"]
+        if not triton_ok:
+            return "eager", f"auto on cuda without Triton ({triton_why})"
+        if self.cfg.dtype in FUSED_DTYPES:
+            return "fused", "auto on cuda: fused Triton block"
+        return "compile", f"auto on cuda: no fused block for {self.cfg.latent_dtype}"
 
     # ---- pieces -----------------------------------------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 81) tokens -> x: (B, 81, hidden) in the latent dtype."""
+        """(B, 81) tokens -> x: (B, 81, hidden) in the latent dtype.
+
+        Out-of-range tokens raise ValueError (a host-side check); inside a torch.compile'd
+        region the check is a device-side assert instead, so the graph never syncs."""
         if tokens.dim() != 2 or tokens.shape[1] != self.cfg.seq_len:
             raise ValueError(f"tokens must be (B, {self.cfg.seq_len}), got {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be integer, got {tokens.dtype}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
-            raise ValueError(f"tokens must lie in [0, {self.cfg.vocab})")
+        in_range = f"tokens must lie in [0, {self.cfg.vocab})"
+        if torch.compiler.is_compiling():
+            torch._assert_async(((tokens >= 0) & (tokens < self.cfg.vocab)).all(), in_range)
+        elif tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
+            raise ValueError(in_range)
         table = self.embed_tokens.weight.to(self.cfg.dtype)
         return F.embedding(tokens, table) * math.sqrt(self.cfg.hidden)
 
@@ -267,7 +309,7 @@ class SudokuReasoner(nn.Module):
     def new_update(self, batch: int, device=None, seed: Optional[int] = None) -> "eqk.LoopedUpdate":
         """The run object of this model's damped updates (seed, step counter, step norms)."""
         return eqk.LoopedUpdate(batch=batch, damping=self.cfg.damping, noise_std=self.cfg.noise_std,
-                                seed=seed, device=device)
+                                seed=seed, device=device, backend=self.backend)
 
     # ---- the loop -----------------------------------------------------------------------
     def forward(self, tokens, carry=None, steps: int = 1, grad="last", seed: Optional[int] = None,
@@ -285,12 +327,14 @@ class SudokuReasoner(nn.Module):
         if carry is None:
             carry = self.initial_carry(x.shape[0], x.device)
         z_H, z_L = (c.detach().to(self.cfg.dtype).contiguous().clone() for c in carry)
+        if update is None and torch.compiler.is_compiling():
+            raise ValueError("under torch.compile pass update=model.new_update(batch, device, "
+                             "seed): creating the update object is host-side work")
         upd = update if update is not None else self.new_update(x.shape[0], x.device, seed)
         if rounds - recorded:
             with torch.no_grad():
                 weights = self.L_level.weights(self.cfg.dtype)
-                for _ in range(rounds - recorded):
-                    self.round(upd, z_H, z_L, x.detach(), weights)
+                self.run_rounds(upd, z_H, z_L, x.detach(), weights, rounds - recorded)
         if recorded:
             weights = self.L_level.weights(self.cfg.dtype)
             for _ in range(recorded):
@@ -299,12 +343,54 @@ class SudokuReasoner(nn.Module):
         logits, q_logits = self.heads(z_H)
         return logits, q_logits, (z_H.detach(), z_L.detach())
 
-    def update(self, upd, z, inj, weights, record: bool = False):
+    def reasoning_step(self, upd, z_H, z_L, x, weights, path: Optional[str] = None) -> None:
+        """One reasoning step (H_cycles rounds), unrecorded and in place on z_H, z_L, on the
+        kernel path `path` (default: self.kernel_path(z_H.device)). No host syncs: K calls
+        can be captured in one CUDA graph. z_H, z_L, x: (B, 81, hidden) contiguous, latent
+        dtype; weights: self.L_level.weights(latent dtype)."""
+        self.run_rounds(upd, z_H, z_L, x, weights, self.cfg.H_cycles, path)
+
+    def step_runner(self, upd, z_H, z_L, x, weights, capture: Optional[bool] = None,
+                    path: Optional[str] = None) -> SegmentRunner:
+        """A runner of reasoning steps on static buffers: `.run(k, 0)` makes k steps in place on
+        z_H, z_L (reasoning_step's arguments, held by the runner). capture (default: z_H on a
+        CUDA device): each k is captured once as a CUDA graph and replayed after a warm-up
+        call (eqk.solvers.SegmentRunner; `.describe()` says what ran). Refill z_H / z_L with
+        copy_ between runs; replays draw fresh noise from upd's device step counter."""
+        cuda = z_H.device.type == "cuda"
+        capture = cuda if capture is None else capture
+        if capture and not cuda:
+            raise ValueError(f"capture needs latents on a CUDA device, got {z_H.device}")
+        path = path or self.kernel_path(z_H.device)[0]
+
+        def body(k: int, base: int) -> None:
+            for _ in range(k):
+                self.reasoning_step(upd, z_H, z_L, x, weights, path)
+        return SegmentRunner(body, capture, "captured" if capture else
+                             f"eager: {'capture off' if cuda else 'not a CUDA device'}")
+
+    def run_rounds(self, upd, z_H, z_L, x, weights, n: int, path: Optional[str] = None) -> None:
+        """n unrecorded rounds in place on z_H, z_L (see reasoning_step)."""
+        path = path or self.kernel_path(z_H.device)[0]
+        if path == "compile" and not torch.compiler.is_compiling():
+            steps, rest = divmod(n, self.cfg.H_cycles)  # two compiled shapes: a step, a round
+            for count, times in ((self.cfg.H_cycles, steps), (1, rest)):
+                for _ in range(times):
+                    _compiled_rounds(self, upd, z_H, z_L, x, weights, count)
+            return
+        for _ in range(n):
+            self.round(upd, z_H, z_L, x, weights, kernels="eager" if path == "compile" else path)
+
+    def update(self, upd, z, inj, weights, record: bool = False, kernels: str = "eager"):
         """The one update formula: z <- (1-damping) z + damping * blocks(z + inj) + noise.
-        Fused and in place on z unless `record` (then a new tensor autograd records)."""
-        f_out = self.L_level.apply(z + inj, weights)
+        Fused and in place on z unless `record` (then a new tensor autograd records).
+        kernels: "eager" (the block in plain PyTorch) or "fused" (unrecorded only)."""
         if not record:
-            return upd(z, f_out)
+            if kernels == "fused":
+                return self.L_level.update_(upd, z, inj, weights, kernels="fused",
+                                            backend=self.backend)
+            return upd(z, self.L_level.apply(z + inj, weights))
+        f_out = self.L_level.apply(z + inj, weights)
         # Recorded: the value from the fused op (same kernel, noise stream and step counter as
         # inference, much cheaper than drawing the noise with PyTorch ops), the gradient of
         # the linear part; lin - lin.detach() is exactly 0, so the value is the fused one.
@@ -312,10 +398,11 @@ class SudokuReasoner(nn.Module):
         lin = (1.0 - upd.damping) * z + upd.damping * f_out
         return new + (lin - lin.detach())
 
-    def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False):
+    def round(self, upd, z_H, z_L, x, weights, record: bool = False, one_step: bool = False,
+              kernels: str = "eager"):
         """L_cycles updates of z_L (injection z_H + x), then one of z_H (injection z_L).
-        Unrecorded: in place on z_H, z_L. Recorded: returns the new (z_H, z_L); one_step leaves
-        the first L_cycles - 1 updates out of the graph."""
+        Unrecorded: in place on z_H, z_L, on `kernels` ("eager" or "fused"). Recorded: returns
+        the new (z_H, z_L); one_step leaves the first L_cycles - 1 updates out of the graph."""
         L = self.cfg.L_cycles
         inj = z_H + x  # z_H does not change during the L cycles: one sum per round
         for k in range(L):
@@ -324,9 +411,35 @@ class SudokuReasoner(nn.Module):
                 with torch.set_grad_enabled(keep):
                     z_L = self.update(upd, z_L, inj, weights, record=True)
             else:
-                self.update(upd, z_L, inj, weights)
+                self.update(upd, z_L, inj, weights, kernels=kernels)
         if record:
             z_H = self.update(upd, z_H, z_L, weights, record=True)
         else:
-            self.update(upd, z_H, z_L, weights)
+            self.update(upd, z_H, z_L, weights, kernels=kernels)
         return z_H, z_L
+
+
+def _rounds_eager(model: SudokuReasoner, upd, z_H, z_L, x, weights, n: int) -> None:
+    for _ in range(n):
+        model.round(upd, z_H, z_L, x, weights, kernels="eager")
+
+
+_COMPILED = []
+
+
+def set_compile_backend(backend="inductor") -> None:
+    """The torch.compile backend of the compile path (default inductor; CPU tests and dry runs
+    use "aot_eager": same graph capture, no code generation). Shapes are static, as in EqR's
+    evaluate.py: each batch size is one compile (an evaluation's compaction makes a new one;
+    dynamic shapes cannot help yet: block_step's Meta kernel specialises the batch size)."""
+    _COMPILED[:] = [torch.compile(_rounds_eager, backend=backend, fullgraph=True, dynamic=False)]
+
+
+def _compiled_rounds(*args) -> None:
+    """The compile path: one compiled function for every model (its guards tell models,
+    update objects and round counts apart), in place on z_H, z_L, the update op inside the
+    graph. Built on first use (importing the compiler costs seconds). A new seed is a new
+    specialisation (the seed is a constant of the update op): one compile per run."""
+    if not _COMPILED:
+        set_compile_backend()
+    _COMPILED[0](*args)
