@@ -63,8 +63,8 @@ def import_eqr(eqr_dir: str):
 
 def build_pair(eqr_mod, arch, dtype: str, batch: int):
     """(EqR's InnerNetwork or None, our model on its weights) on the CPU, random init (seed 0)."""
-    from sudoku.checkpoint import config_from_eqr, load_eqr_state_dict
-    from sudoku.model import ReasonerConfig, SudokuReasoner
+    from reasoner.checkpoint import config_from_eqr, load_eqr_state_dict
+    from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
     torch.manual_seed(0)
     arch = dict(arch, forward_dtype=dtype)
     if eqr_mod is None:  # our columns alone (a dry run without EqR)
@@ -174,7 +174,7 @@ def main(argv=None):
     if eqr_mod is None:
         paths = [q for q in paths if q not in EQR_PATHS]
     ours_paths = [q for q in paths if q not in EQR_PATHS]
-    from sudoku import model as model_mod
+    from reasoner import model as model_mod
     model_mod.set_compile_backend(args.compile_backend)
 
     rows, bad, notes_run = [], [], []

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 import eqkernels as eqk
-import sudoku.reasoning as reasoning
+import reasoner.reasoning as reasoning
 from eqkernels.solvers import SegmentRunner
-from sudoku.model import ReasonerConfig, SudokuReasoner
-from sudoku.reasoning import reasoning_steps
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+from sudoku.tokens import CELLS, VOCAB_SIZE
+from reasoner.reasoning import reasoning_steps
 
 pytestmark = pytest.mark.gpu
-SMALL = dict(hidden=64, layers=2, expansion=2.0, H_cycles=2, L_cycles=2)
+SMALL = dict(hidden=64, layers=2, expansion=2.0, H_cycles=2, L_cycles=2, seq_len=CELLS, vocab=VOCAB_SIZE)
 FIELDS = ("pred", "residual", "running", "steps_used", "change", "ran")
 
 
