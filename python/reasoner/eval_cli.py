@@ -72,7 +72,8 @@ def main(task: Task, argv=None) -> None:
     model.kernels = args.kernels  # ValueError (error: ..., exit 2) for a variant without it
     report = evaluate(model, data.questions, data.answers, depth=args.depth, breadth=args.breadth,
                       full_depth=args.full_depth, halt_tol=args.halt_tol, seed=args.seed,
-                      patience=args.patience, progress=True, ratings=data.ratings, task=task)
+                      patience=args.patience, progress=True, ratings=data.ratings, task=task,
+                      board=data.board)
     if dist_info()[0] != 0:
         return
     print(f"model: {info['kind']} checkpoint, latent dtype {model.cfg.latent_dtype}, "

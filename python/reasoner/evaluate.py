@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -44,10 +44,11 @@ def evaluate(model: Reasoner, questions: torch.Tensor, answers: torch.Tensor, *,
              breadth: int = 1, full_depth: bool = False, halt_tol: float = 0.02,
              patience: int = 5, depths: Optional[List[int]] = None, seed: int = 0,
              progress: bool = False, ratings: Optional[torch.Tensor] = None,
-             task: Optional[Task] = None) -> EvalReport:
+             task: Optional[Task] = None, board: Optional[Tuple[int, int]] = None) -> EvalReport:
     """questions, answers: (P, seq_len) tokens of the task (the model's seq_len); ratings:
     (P,) or None; task: scores the predictions (reasoner.task.Task; default the base task:
-    board exact match and the accuracy over the cells the question does not give)."""
+    board exact match and the accuracy over the cells the question does not give); board:
+    the data's (height, width) grid, for a task whose scoring needs it (mazes)."""
     task = task or Task()
     if depth < 1 or breadth < 1:
         raise ValueError(f"depth and breadth must be >= 1, got {depth}, {breadth}")
@@ -105,7 +106,8 @@ def evaluate(model: Reasoner, questions: torch.Tensor, answers: torch.Tensor, *,
     report = score(merged, torch.cat([p["questions"] for p in parts]),
                    torch.cat([p["answers"] for p in parts]), breadth, task,
                    steps_used=torch.cat([p["steps_used"] for p in parts]), residual_by_step=by_step,
-                   ratings=None if ratings is None else torch.cat([p["ratings"] for p in parts]))
+                   ratings=None if ratings is None else torch.cat([p["ratings"] for p in parts]),
+                   board=board)
     report.diverged = sum(p["diverged"] for p in parts)
     if report.diverged:
         warnings.warn(report.diverged_note(), stacklevel=2)

@@ -143,15 +143,15 @@ def aggregate(preds: torch.Tensor, residual: torch.Tensor, answers: torch.Tensor
 
 def score(snapshots, questions: torch.Tensor, answers: torch.Tensor, breadth: int, task,
           steps_used: Optional[torch.Tensor] = None, residual_by_step=(),
-          ratings: Optional[torch.Tensor] = None) -> EvalReport:
+          ratings: Optional[torch.Tensor] = None, board=None) -> EvalReport:
     """EvalReport from per-depth snapshots [(depth, preds (P*breadth, L), residual (P*breadth,))]
-    of examples questions, answers (P, L), scored by task.score; ratings: (P,) ratings (for
-    the steps used against rating)."""
+    of examples questions, answers (P, L), scored by task.score (board: the data's grid);
+    ratings: (P,) ratings (for the steps used against rating)."""
     P = answers.shape[0]
     report = EvalReport(breadth=breadth)
     for t, preds, res in snapshots:
         preds, res = preds.view(P, breadth, -1), res.view(P, breadth)
-        scores = task.score(questions, answers, preds)
+        scores = task.score(questions, answers, preds, board)
         hits, totals = next(iter(scores.values()))
         correct = hits == totals[:, None]
         report.results.append(DepthResult(t, aggregate_scores(scores, preds, res), float(res.mean()),

@@ -60,9 +60,10 @@ class Task:
         raise NotImplementedError(f"task {self.name!r} has no data reader")
 
     def augment(self, questions: torch.Tensor, answers: torch.Tensor,
-                generator: Optional[torch.Generator] = None):
+                generator: Optional[torch.Generator] = None,
+                board: Optional[Tuple[int, int]] = None):
         """One random symmetry per example, the same for question and answer; (B, seq_len)
-        in, the same out. The base task has none."""
+        in, the same out (board: the data's grid). The base task has none."""
         return questions, answers
 
     # ---- scoring ------------------------------------------------------------------------
@@ -71,9 +72,10 @@ class Task:
         the question does not already give)."""
         return (questions != answers) & (answers != PAD_TOKEN)
 
-    def score(self, questions: torch.Tensor, answers: torch.Tensor, preds: torch.Tensor) -> Scores:
+    def score(self, questions: torch.Tensor, answers: torch.Tensor, preds: torch.Tensor,
+              board: Optional[Tuple[int, int]] = None) -> Scores:
         """Per-start metrics of predictions preds (P, Bz, seq_len) (Bz starts per example) for
-        questions, answers (P, seq_len): {metric: (hits (P, Bz), totals (P,))}, int64 counts;
+        questions, answers (P, seq_len) (board: the data's grid, for tasks that need it): {metric: (hits (P, Bz), totals (P,))}, int64 counts;
         the rate of a metric over examples is sum(hits) / sum(totals). The first metric is the
         exact match (a start is "right" when its hits equal the total). Base: "board" (every
         labelled cell right) and "cell" (the scored cells right)."""

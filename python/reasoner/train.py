@@ -93,10 +93,11 @@ class Trainer:
     """Trains `model` on questions, answers (N, seq_len) int64 tokens into the run folder
     `out`. task: the reasoner.task.Task (its augmentation when cfg.augment and no augment_fn
     is given, and the cells the logged cell accuracy counts; default the base task);
-    augment_fn(questions, answers) -> (questions, answers): an augmentation of its own."""
+    augment_fn(questions, answers) -> (questions, answers): an augmentation of its own;
+    board: the data's (height, width) grid, for a task whose augmentation needs it."""
 
     def __init__(self, model: Reasoner, questions, answers, cfg: TrainConfig, out: str,
-                 augment_fn=None, task: Optional[Task] = None):
+                 augment_fn=None, task: Optional[Task] = None, board=None):
         L = model.cfg.seq_len
         if questions.shape != answers.shape or questions.dim() != 2 or questions.shape[1] != L:
             raise ValueError(f"questions and answers must both be (N, {L}) (the model's "
@@ -107,7 +108,9 @@ class Trainer:
         self.model, self.cfg, self.out = model, cfg, out
         self.questions, self.answers = questions, answers
         self.task = task or Task()
-        self.augment_fn = (augment_fn or self.task.augment) if cfg.augment else None
+        if augment_fn is None:
+            augment_fn = lambda q, a: self.task.augment(q, a, board=board)  # noqa: E731
+        self.augment_fn = augment_fn if cfg.augment else None
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                                      weight_decay=cfg.weight_decay)
         self.ema = copy.deepcopy(model).requires_grad_(False)

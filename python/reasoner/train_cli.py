@@ -44,8 +44,6 @@ from reasoner.task import Task, TaskData
 from reasoner.train import TRAIN_RANGES, TrainConfig, Trainer
 
 POSITIVE = Range(int, min=1)  # model sizes and cycle counts
-MODEL_FLAGS = ("hidden", "layers", "H_cycles", "L_cycles", "heads", "pos_encoding",
-               "latent_dtype")
 
 
 def build_parser(task: Task) -> argparse.ArgumentParser:
@@ -138,7 +136,8 @@ def main(task: Task, argv=None) -> None:
     model = Reasoner(model_config(task, args, data)).to(device)
     if plan.start_over and rank == 0:
         clear_run(args.out)
-    trainer = Trainer(model, data.questions, data.answers, cfg, args.out, task=task)
+    trainer = Trainer(model, data.questions, data.answers, cfg, args.out, task=task,
+                      board=data.board)
     if plan.resume:
         trainer.load(os.path.join(args.out, CHECKPOINT))
     if rank == 0:

@@ -36,7 +36,8 @@ class SudokuTask(Task):
         q, a, ratings = load_puzzles(path, limit, split)
         return TaskData(q, a, board=(SIDE, SIDE), ratings=ratings, source=path)
 
-    def augment(self, questions, answers, generator: Optional[torch.Generator] = None):
+    def augment(self, questions, answers, generator: Optional[torch.Generator] = None,
+                board=None):
         from sudoku.augment import augment_batch
         return augment_batch(questions, answers, generator)
 
