@@ -51,12 +51,9 @@ class MazeTask(Task):
                           pos_encoding="rope")
     recipe_note = f"EqR's Maze-Unique recipe for a GPU: {RECIPE}."
 
-    def __init__(self, size: Optional[Tuple[int, int]] = None):
-        self.size = size   # the grid the data must have (None: any)
-
     def load(self, path: str, split: str = "test", limit: Optional[int] = None) -> TaskData:
         from maze.data import read_split
-        data = read_split(path, split, size=self.size, limit=limit)
+        data = read_split(path, split, limit=limit)
         return TaskData(torch.from_numpy(data.inputs), torch.from_numpy(data.labels),
                         board=(data.height, data.width), source=data.folder)
 
