@@ -26,8 +26,9 @@
 # typing_extensions, typing_inspection, colorama; e.g. carried as .whl/eqr/). Without EqR that
 # stage says so and passes. EQK_GPU_SUITE_STAGES: a comma list of stage names to run (default
 # all; build and import always run), e.g. build,import,gpu_tests,bench_eqr_peer,bench_eqr_peer_b1,
-# bench_sudoku_eval,sweep_looped_tiles for issue 18's numbers alone: the stages' limits add up
-# to more than the 480 s budget.
+# bench_sudoku_eval,sweep_looped_tiles for issue 18's numbers alone, or
+# build,import,gpu_tests,bench_eqr_peer_maze for issue 22's (EqR's Maze model): the stages'
+# limits add up to more than the 480 s budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -132,11 +133,18 @@ fi
 if [ $DRY = 1 ]; then
   stage bench_eqr_peer 120 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
     --out "$DEST/eqr_peer_${TAG}.md"
+  stage bench_eqr_peer_maze 90 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
+    --task maze --out "$DEST/eqr_peer_maze_${TAG}.md"
 else
   stage bench_eqr_peer 200 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_${TAG}.md"
   stage bench_eqr_peer_b1 100 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --batches 1 --dtypes bfloat16 --repeats 20 --out "$DEST/eqr_peer_b1_${TAG}.md"
+  # Issue 22: EqR's Maze model (attention, 1-D RoPE over 900 tokens), EqR eager / compiled /
+  # compiled + CUDA graphs (flash_attn_func through SDPA where flash_attn is missing) vs ours
+  # eager / compiled, bf16, B = 768 and 64 (each B compiles both models once).
+  stage bench_eqr_peer_maze 180 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
+    --task maze --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_maze_${TAG}.md"
 fi
 stage bench_anderson_mix 60 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
   --out "$DEST/anderson_mix_${TAG}.md"
