@@ -23,7 +23,8 @@ from test_eqr_cli_data import _puzzles, _write_csv
 from test_eqr_maze import _maze_arch, _maze_weights, _write
 
 TINY = ["--hidden", "16", "--heads", "2", "--batch-size", "8", "--supervision-steps", "2",
-        "--warmup", "1", "--device", "cpu"]
+        "--warmup", "1", "--device", "cpu", "--layers", "1"]
+ATTENTION = ["--token-mixing", "attention"]
 
 
 def _run(main, argv, capsys):
@@ -59,7 +60,8 @@ def mazes(tmp_path_factory):
 def test_train_then_eval_on_tiny_mazes(mazes, tmp_path, capsys):
     run = str(tmp_path / "run")
     code, out, err = _run(maze_main, ["train", "--data", mazes[5], "--out", run, "--steps", "4",
-                                      "--checkpoint-every", "2", "--augment"] + TINY, capsys)
+                                      "--checkpoint-every", "2", "--augment"] + TINY + ATTENTION,
+                          capsys)
     assert code == 0, err
     ckpt = torch.load(os.path.join(run, "ckpt.pt"), weights_only=True)
     cfg = ckpt["model_config"]
@@ -175,8 +177,9 @@ def test_bad_maze_data_and_model_options_refused_before_any_file_is_written(maze
     code, _, err = _run(maze_main, base + ["--data", mazes[5], "--token-mixing", "mlp",
                                            "--pos-encoding", "rope2d"], capsys)
     _bad(code, err, "--pos-encoding rope2d needs --token-mixing attention")
-    code, _, err = _run(maze_main, base + ["--data", mazes[5], "--pos-encoding", "rope2d",
-                                           "--hidden", "12", "--heads", "2"], capsys)
+    code, _, err = _run(maze_main, base + ATTENTION + ["--data", mazes[5], "--pos-encoding",
+                                                       "rope2d", "--hidden", "12", "--heads", "2"],
+                        capsys)
     _bad(code, err, "rope2d", "divisible by 4")
     code, _, err = _run(maze_main, base + ["--data", str(tmp_path / "none")], capsys)
     _bad(code, err, "does not exist")

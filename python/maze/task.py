@@ -8,9 +8,12 @@ pass@B):
   path    the predicted path cells ('o') are exactly the label's
   valid   the predicted path is a shortest S-G path through open cells (maze.score)
   cell    the fraction of cells right (EqR's accuracy; every cell is labelled)
-The CPU-sized model of `python -m maze train` is the attention reasoner at hidden 64 with 1-D
-RoPE over the grid's cells (EqR's released Maze config uses "rope", not "rope2d"); the
-recipe's GPU config (EqR's config/train/eqr_maze_unique.yaml) is RECIPE below.
+The CPU-sized model of `python -m maze train` is the token-MLP reasoner (hidden 64, 2 layers,
+H_cycles 1, L_cycles 2): on 9x9 mazes it learns in minutes on a 2-core CPU
+(benchmarks/results/maze_cpu/), which EqR's attention model at that size does not. EqR's
+Maze model is `--token-mixing attention` (1-D RoPE over the cells by default: EqR's released
+Maze config uses "rope", not "rope2d"); the recipe's GPU config (EqR's
+config/train/eqr_maze_unique.yaml) is RECIPE below.
 """
 from __future__ import annotations
 
@@ -47,8 +50,7 @@ class MazeTask(Task):
     data_help = ("an EqR maze dataset folder (train/ and test/, each dataset.json + "
                  "all__*.npy), as python -m maze generate writes it")
     augment_default = False
-    model_defaults = dict(hidden=64, layers=1, H_cycles=2, L_cycles=2, attention=True, heads=4,
-                          pos_encoding="rope")
+    model_defaults = dict(hidden=64, layers=2, H_cycles=1, L_cycles=2, heads=4, pos_encoding="rope")
     recipe_note = f"EqR's Maze-Unique recipe for a GPU: {RECIPE}."
 
     def load(self, path: str, split: str = "test", limit: Optional[int] = None) -> TaskData:

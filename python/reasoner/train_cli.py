@@ -48,7 +48,7 @@ POSITIVE = Range(int, min=1)  # model sizes and cycle counts
 
 def build_parser(task: Task) -> argparse.ArgumentParser:
     d = dict(hidden=64, layers=2, H_cycles=1, L_cycles=2, attention=False, heads=8,
-             pos_encoding="none", latent_dtype="float32")
+             pos_encoding="rope", latent_dtype="float32")
     d.update(task.model_defaults)
     p = argparse.ArgumentParser(prog=f"python -m {task.name} train",
                                 description=f"Train the {task.name} equilibrium reasoner "
@@ -75,12 +75,13 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
                    default="attention" if d["attention"] else "mlp",
                    help="the token MLP (EqR's mlp_t: true) or self-attention (mlp_t: false)")
     p.add_argument("--heads", type=POSITIVE, default=d["heads"], help="attention heads")
-    p.add_argument("--pos-encoding", choices=POS_ENCODINGS, default=d["pos_encoding"],
-                   help="attention's positions: rope (1-D over the tokens), rope2d (the grid), "
-                        "none")
+    p.add_argument("--pos-encoding", choices=POS_ENCODINGS, default=None,
+                   help=f"attention's positions: rope (1-D over the tokens), rope2d (the grid), "
+                        f"none (default {d['pos_encoding']} with attention)")
     p.add_argument("--latent-dtype", choices=sorted(LATENT_DTYPES), default=d["latent_dtype"],
                    help="precision of the latents and blocks (EqR's forward_dtype: bfloat16)")
     p.add_argument("--device", default=default_device())
+    p.set_defaults(default_pos_encoding=d["pos_encoding"])
     for name, value in asdict(TrainConfig()).items():
         flag = "--" + name.replace("_", "-")
         if name == "augment":
@@ -103,14 +104,15 @@ def model_config(task: Task, args, data: TaskData) -> ReasonerConfig:
     """The model of the command line for this data: seq_len (and rope2d's board) from the
     data, vocab from the task (or the data's largest token + 1)."""
     attention = args.token_mixing == "attention"
-    if args.pos_encoding != "none" and not attention:
+    if args.pos_encoding not in (None, "none") and not attention:
         raise ValueError(f"--pos-encoding {args.pos_encoding} needs --token-mixing attention")
+    pos = "none" if not attention else args.pos_encoding or args.default_pos_encoding
     vocab = task.vocab or int(max(data.questions.max(), data.answers.max())) + 1
     try:
         return ReasonerConfig(seq_len=data.seq_len, vocab=vocab, hidden=args.hidden,
                               layers=args.layers, H_cycles=args.H_cycles, L_cycles=args.L_cycles,
-                              attention=attention, heads=args.heads, pos_encoding=args.pos_encoding,
-                              board=data.board if args.pos_encoding == "rope2d" else None,
+                              attention=attention, heads=args.heads, pos_encoding=pos,
+                              board=data.board if pos == "rope2d" else None,
                               latent_dtype=args.latent_dtype)
     except ValueError as e:
         raise ValueError(f"model options: {e}") from None
