@@ -197,8 +197,9 @@ EQK_HD float noise_log(float u) {
 // each quarter turn once, uniform over the 2^23 odd multiples of 2 pi / 2^24.
 EQK_HD void box_muller_pair(uint32_t h0, uint32_t h1, float& eps0, float& eps1) {
   const float rad = sqrt_rn_in_range(mul_rn(-2.0f, noise_log(noise_uniform(h0))));
-  const int32_t r = static_cast<int32_t>((h1 >> 8) & 0x3ffffeu) + (1 - 0x200000);
-  const float v = mul_rn(float_of_int(r), 0x1p-24f);
+  // v = r / 2^24, r = 2k + 1 - 2^21 (k = bits 9-29 of h1): one fma, exact (the sum fits 24 bits)
+  const float two_k = float_of_int(static_cast<int32_t>((h1 >> 8) & 0x3ffffeu));
+  const float v = fma_rn(two_k, 0x1p-24f, (1 - 0x200000) * 0x1p-24f);
   const float w = mul_rn(v, v);
   float ps = fma_rn(kNoiseSin3, w, kNoiseSin2);
   ps = fma_rn(ps, w, kNoiseSin1);
@@ -206,11 +207,18 @@ EQK_HD void box_muller_pair(uint32_t h0, uint32_t h1, float& eps0, float& eps1) 
   float pc = fma_rn(kNoiseCos3, w, kNoiseCos2);
   pc = fma_rn(pc, w, kNoiseCos1);
   pc = fma_rn(pc, w, kNoiseCos0);
-  const uint32_t cb = bits_of(fma_rn(w, pc, 1.0f)) ^ (h1 & 0x80000000u), sb = bits_of(sn);
-  // the swap as a bit blend (a ?: on floats kept GCC from vectorising the loop on AVX2)
+  const float cs = float_of(bits_of(fma_rn(w, pc, 1.0f)) ^ (h1 & 0x80000000u));
+#if defined(__CUDA_ARCH__)
+  const bool swap = (h1 & 0x40000000u) != 0u;  // one predicate, two selects
+  eps0 = mul_rn(rad, swap ? sn : cs);
+  eps1 = mul_rn(rad, swap ? cs : sn);
+#else
+  // the swap as a bit blend: a ?: on floats kept GCC from vectorising the loop on AVX2
+  const uint32_t cb = bits_of(cs), sb = bits_of(sn);
   const uint32_t swap = 0u - ((h1 >> 30) & 1u);  // all ones when bit 30 is set
   eps0 = mul_rn(rad, float_of((sb & swap) | (cb & ~swap)));
   eps1 = mul_rn(rad, float_of((cb & swap) | (sb & ~swap)));
+#endif
 }
 
 // The pair (eps[2c], eps[2c + 1]) of pair counter c: (h0, h1) = Philox2x32-10((c, 0), key), then

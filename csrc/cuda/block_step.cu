@@ -29,6 +29,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "block_step.cuh"
 
@@ -95,6 +96,23 @@ __device__ __forceinline__ void store_vec(T* p, const Vec<T, VEC>& o) {
   }
 }
 
+// The elements of a vector as W. bfloat16 pairs are unpacked on their 32-bit word (one shift
+// or one mask an element; nvcc's per-element conversion took a byte permute and a shift).
+template <typename T, int VEC>
+__device__ __forceinline__ void unpack_vec(const Vec<T, VEC>& x, typename Elem<T>::W (&out)[VEC]) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value && VEC % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < VEC; j += 2) {
+      const uint32_t w = *reinterpret_cast<const uint32_t*>(&x.v[j]);
+      out[j] = __uint_as_float(w << 16);
+      out[j + 1] = __uint_as_float(w & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out[j] = Elem<T>::to_w(x.v[j]);
+  }
+}
+
 // Rounds new[j] (W) to T into `out`, and returns the rounded values as W in q (the norms are
 // of the stored values). bfloat16 pairs round in one instruction (cvt.rn.bf16x2.f32).
 template <typename T, int VEC>
@@ -113,9 +131,9 @@ __device__ __forceinline__ void round_vec_bf16(const float (&nv)[VEC],
   for (int j = 0; j < VEC; j += 2) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(nv[j], nv[j + 1]);  // .x = nv[j]
     *reinterpret_cast<__nv_bfloat162*>(&out.v[j]) = h;
-    const float2 f = __bfloat1622float2(h);
-    q[j] = f.x;
-    q[j + 1] = f.y;
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(&h);
+    q[j] = __uint_as_float(w << 16);  // a bfloat16 is the high half of its float
+    q[j + 1] = __uint_as_float(w & 0xffff0000u);
   }
 }
 template <>
@@ -198,10 +216,12 @@ __global__ void __launch_bounds__(kThreads) update_kernel(KernelArgs<T> a) {
               standard_normal_pair((flat >> 1) + j, ks, eps[2 * j], eps[2 * j + 1]);
           }
         }
-        W nv[VEC], q[VEC];
+        W zw[VEC], fw[VEC], nv[VEC], q[VEC];
+        unpack_vec<T, VEC>(zt[k], zw);
+        unpack_vec<T, VEC>(ft[k], fw);
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-          W v = E::add(E::mul(keep, E::to_w(zt[k].v[j])), E::mul(lam, E::to_w(ft[k].v[j])));
+          W v = E::add(E::mul(keep, zw[j]), E::mul(lam, fw[j]));
           if (NOISE) v = E::add(v, E::mul(sig, W(eps[j])));
           nv[j] = v;
         }
@@ -211,7 +231,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(KernelArgs<T> a) {
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
           const double qd = static_cast<double>(q[j]);
-          const double d = qd - static_cast<double>(E::to_w(zt[k].v[j]));
+          const double d = qd - static_cast<double>(zw[j]);
           dd += d * d;
           qq += qd * qd;
         }

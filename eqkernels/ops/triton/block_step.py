@@ -12,8 +12,9 @@ the halting flags, and advances the step counter (program 0, after the update ke
 it: no host read, so a CUDA graph of K updates draws K different noise fields).
 eps is the counter-based stream of the reference, bit for bit: the helpers below evaluate the
 same float32 operations (module docstring of ops/block_step.py). Pairs: when n is even every
-row starts on an even flat index, so the kernel draws (BLOCK_N / 2) pairs and interleaves
-their two outputs; for odd n each element draws its own pair and keeps its half.
+row starts on an even flat index, so a tile draws BLOCK_N / 2 pairs and updates its even
+columns with their first outputs and its odd columns with their second (two half tiles, no
+interleaving shuffle); for odd n each element draws its own pair and keeps its half.
 Runs compiled on CUDA tensors, or under TRITON_INTERPRET=1 on CPU tensors.
 
 Noise helpers (stable names; other kernels import them, e.g. a fused update's epilogue). All
@@ -28,7 +29,7 @@ take and return tensors of any shape; uint32 counters, float32 results:
                                               pair and keeps one half: twice the work of the
                                               pair helper per element (kept for callers that
                                               index elements; prefer the pair helper and
-                                              tl.interleave(eps0, eps1))
+                                              even / odd columns, or tl.interleave(eps0, eps1))
     _fma32(a, b, c, INTERPRETED) -> fma       float32 fma rounded once, also interpreted
 INTERPRETED (constexpr): the interpreter's tl.fma rounds twice under triton 3.6, so there the
 fma is computed exactly in float64 (as the PyTorch reference does).
@@ -165,7 +166,7 @@ def _philox2x32(c0, c1, key):
     m = tl.full([], _PHILOX_M, tl.uint32)
     for i in tl.static_range(_PHILOX_ROUNDS):
         ki = key + tl.full([], (i * _PHILOX_W) & 0xFFFFFFFF, tl.uint32)
-        hi = tl.umulhi(c0, m)
+        hi = tl.umulhi(c0, m)  # ptxas makes umulhi and the low product one IMAD.WIDE
         c0, c1 = hi ^ ki ^ c1, c0 * m
     return c0, c1
 
@@ -208,6 +209,32 @@ def _to_bf16_rne(x):
     return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
+@triton.jit
+def _update_tile(z_ptr, f_ptr, out_ptr, rows64, cols, cmask, eps, stride_zb, stride_zn,
+                 stride_fb, stride_fn, stride_ob, stride_on, cz, cf, sig, W: tl.constexpr,
+                 HAS_NOISE: tl.constexpr, INTERPRETED: tl.constexpr):
+    """new = cz z + cf f (+ sig eps) on one tile, stored as T where cmask; returns the tile's
+    (T(new) - z)^2 and T(new)^2 in float64 (0 outside cmask)."""
+    T = z_ptr.dtype.element_ty
+    zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn), mask=cmask, other=0.0)
+    fv = tl.load(f_ptr + _offsets(rows64, cols, stride_fb, stride_fn), mask=cmask, other=0.0)
+    new = cz * zv.to(W) + cf * fv.to(W)
+    if HAS_NOISE:
+        new = new + sig * eps.to(W)
+    # what is stored; the norms are of the stored values
+    if INTERPRETED and T == tl.bfloat16:
+        new_t = _to_bf16_rne(new)
+    else:
+        new_t = new.to(T)
+    # z_next may alias z: every thread's loads of this tile must be done before any thread
+    # overwrites it (the store's layout need not match the loads').
+    tl.debug_barrier()
+    tl.store(out_ptr + _offsets(rows64, cols, stride_ob, stride_on), new_t, mask=cmask)
+    q64 = new_t.to(tl.float64)
+    d64 = q64 - zv.to(tl.float64)
+    return tl.where(cmask, d64 * d64, 0.0), tl.where(cmask, q64 * q64, 0.0)
+
+
 @triton.jit(do_not_specialize=["seed"])
 def _block_step_kernel(
     z_ptr, f_ptr, out_ptr,                        # (B, n) data dtype T, strided
@@ -244,37 +271,42 @@ def _block_step_kernel(
     hi = tl.minimum(lo + chunk, n)
 
     # Lane-wise partial sums of (T(new) - z)^2 and T(new)^2, reduced once after the loop.
-    dd_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
-    qq_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
-    for start in range(lo, hi, BLOCK_N):
-        cols = (start + col_idx)[None, :]
-        cmask = act[:, None] & (cols < hi)
-        zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn), mask=cmask, other=0.0)
-        fv = tl.load(f_ptr + _offsets(rows64, cols, stride_fb, stride_fn), mask=cmask, other=0.0)
-        new = cz * zv.to(W) + cf * fv.to(W)
-        if HAS_NOISE:
-            if PAIRED:  # pair c = (b n + start) / 2 + j, mod 2**31 (flat index mod 2**32)
-                pcol = (start // 2 + tl.arange(0, BLOCK_N // 2))[None, :]
-                c = (rows64[:, None] * (n // 2) + pcol).to(tl.uint32) & 0x7FFFFFFF
-                e0, e1 = _standard_normal_pair(c, key, INTERPRETED)
-                eps = tl.interleave(e0, e1)
-            else:  # odd n: rows start on either half of a pair
+    if HAS_NOISE and PAIRED:
+        # Tiles of BLOCK_N / 2 pairs: the even and the odd columns as two (BLOCK_B, BLOCK_N / 2)
+        # halves, each taking one Box-Muller output (no interleaving shuffle between layouts).
+        half = tl.arange(0, BLOCK_N // 2)
+        dd_acc = tl.zeros([BLOCK_B, BLOCK_N // 2], dtype=tl.float64)
+        qq_acc = tl.zeros([BLOCK_B, BLOCK_N // 2], dtype=tl.float64)
+        for start in range(lo, hi, BLOCK_N):
+            # pair c = (b n + start) / 2 + j, mod 2**31 (flat index mod 2**32)
+            c = (rows64[:, None] * (n // 2) + (start // 2 + half)[None, :]).to(tl.uint32)
+            e0, e1 = _standard_normal_pair(c & 0x7FFFFFFF, key, INTERPRETED)
+            cols = (start + 2 * half)[None, :]
+            dd, qq = _update_tile(z_ptr, f_ptr, out_ptr, rows64, cols, act[:, None] & (cols < hi),
+                                  e0, stride_zb, stride_zn, stride_fb, stride_fn, stride_ob,
+                                  stride_on, cz, cf, sig, W, True, INTERPRETED)
+            dd_acc += dd
+            qq_acc += qq
+            cols = cols + 1
+            dd, qq = _update_tile(z_ptr, f_ptr, out_ptr, rows64, cols, act[:, None] & (cols < hi),
+                                  e1, stride_zb, stride_zn, stride_fb, stride_fn, stride_ob,
+                                  stride_on, cz, cf, sig, W, True, INTERPRETED)
+            dd_acc += dd
+            qq_acc += qq
+    else:
+        dd_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
+        qq_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
+        for start in range(lo, hi, BLOCK_N):
+            cols = (start + col_idx)[None, :]
+            eps = 0.0
+            if HAS_NOISE:  # odd n: rows start on either half of a pair; one pair an element
                 eps = _standard_normal((rows64[:, None] * n + cols).to(tl.uint32), key,
                                        INTERPRETED)
-            new = new + sig * eps.to(W)
-        # what is stored; the norms are of the stored values
-        if INTERPRETED and T == tl.bfloat16:
-            new_t = _to_bf16_rne(new)
-        else:
-            new_t = new.to(T)
-        # z_next may alias z: every thread's loads of this chunk must be done before any
-        # thread overwrites it (the store's layout need not match the loads').
-        tl.debug_barrier()
-        tl.store(out_ptr + _offsets(rows64, cols, stride_ob, stride_on), new_t, mask=cmask)
-        q64 = new_t.to(tl.float64)
-        d64 = q64 - zv.to(tl.float64)
-        dd_acc += tl.where(cmask, d64 * d64, 0.0)
-        qq_acc += tl.where(cmask, q64 * q64, 0.0)
+            dd, qq = _update_tile(z_ptr, f_ptr, out_ptr, rows64, cols, act[:, None] & (cols < hi),
+                                  eps, stride_zb, stride_zn, stride_fb, stride_fn, stride_ob,
+                                  stride_on, cz, cf, sig, W, HAS_NOISE, INTERPRETED)
+            dd_acc += dd
+            qq_acc += qq
     n_chunks = tl.num_programs(1)
     ws = ws_ptr + (rows64 * n_chunks + tl.program_id(1)) * 2
     tl.store(ws, tl.sum(dd_acc, axis=1), mask=act)
