@@ -93,6 +93,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--baseline", default=None, help="another checkout's root to compare with")
+    ap.add_argument("--baseline-name", default=None, help="what the baseline is (for the table)")
     ap.add_argument("--rounds", type=int, default=2, help="alternations with --baseline")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="time per call: median, or min (on a machine shared with other work)")
@@ -110,6 +111,9 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not args.root:  # this checkout's eqkernels (the environment lines import it)
+        from timing import use_repo_checkout
+        use_repo_checkout()
     device = setup_device(args.device, args.threads)
     backends = ([b.strip() for b in args.backends.split(",")] if args.backends
                 else list(DEVICE_BACKENDS.get(device.type, ("reference",))))
@@ -160,13 +164,13 @@ def main(argv=None):
             tb = stat(base[key])
             row += [fmt_us(tb), f"{tb / t:.2f}"]
         rows.append(row)
-    header = ["# Fused block_step microbenchmark"] + environment_lines(device) + [
+    header = ["Fused block_step microbenchmark"] + environment_lines(device) + [
         f"device {device}, {args.stat} of {args.repeats} calls x "
         f"{args.rounds if args.baseline else 1} round(s) after 3 warm-up; copy bandwidth "
         f"(dst.copy_(src)): {copy_bw / 1e9:.1f} GB/s"]
     if args.baseline:
-        header.append(f"baseline: the checkout at {os.path.abspath(args.baseline)}; both timed in "
-                      f"subprocesses, alternating")
+        header.append(f"baseline: {args.baseline_name or 'the checkout'} at "
+                      f"{os.path.abspath(args.baseline)}; both timed in subprocesses, alternating")
     notes = ["GB/s = 3 * B * n * itemsize / time (z, f_out read; z_next written). "
              "GPU target: >= 70% of copy bandwidth for B * n >= 1M, noise on."]
     report(header, headers, rows, notes, args.out)
