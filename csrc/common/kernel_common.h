@@ -4,7 +4,9 @@
 //   - the constants that must agree with Python, Triton and each other (copies of
 //     eqkernels/ops/constants.py; eqkernels._C.constants() exposes them and
 //     tests/test_ops_constants.py asserts they are equal);
-//   - the noise stream's hash and step key (eqkernels/ops/block_step.py states it bit by bit);
+//   - the noise stream, all of it but the CPU's SIMD Philox (eqkernels/ops/block_step.py states
+//     it bit by bit): the step key, Philox2x32-10, the float32 Box-Muller of a pair, so the
+//     C++ kernel the tests run compiles the same source as the CUDA one;
 //   - the op parameter structs, defined once;
 //   - the per-sample state view and the per-sample "finish" bookkeeping, host and device.
 #pragma once
