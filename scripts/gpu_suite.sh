@@ -8,7 +8,8 @@
 #      then the CPU test suite on this same build (cpu_tests: error paths and the C++
 #      runtime linkage included -- the first GPU build crashed on every bad argument while
 #      CI's passed; not the Triton-interpreter tests, which need TRITON_INTERPRET=1),
-#   4. runs each benchmark in its GPU configuration (Anderson mix bytes/s vs copy bandwidth;
+#   4. runs each benchmark in its GPU configuration (Anderson mix and the block step with and
+#      without noise: bytes/s vs copy bandwidth;
 #      the EqR-shaped loop eager vs ours vs ours+graphs at B = 1, 64, 512 in bf16; solver
 #      overhead vs torchdeq; Sudoku eval throughput where its benchmark exists),
 # and writes every table and log under $OUT (or benchmarks/results/gpu_<device>/ when $OUT is
@@ -103,7 +104,7 @@ if [ $DRY = 1 ]; then
   # The in-tree CPU build is reused (CI built it); the CUDA build itself is CI's own stage.
   stage build 60 "$PY" -c "import eqkernels, pprint; pprint.pprint(eqkernels.backends())"
   SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --seconds 0.05 --repeats 1"
-  SIZES_S=4x32; BENCH_ARGS="--device cpu"
+  SIZES_S=4x32; SIZES_B=4x64; BENCH_ARGS="--device cpu"
   PYTEST_ARGS="-m gpu -q tests"
   # CI runs the whole CPU suite itself: here the stage's plumbing, on the error-path tests
   CPU_TESTS=(tests/test_ext_symbols.py tests/test_ops_registration.py)
@@ -113,6 +114,7 @@ else
   stage import 30 "$PY" -c "import eqkernels, pprint; b = eqkernels.backends(); pprint.pprint(b); assert b['cuda'][0], b['cuda']"
   SIZES_A="64x256x6,1024x1024x6,256x8192x8,1024x4x16"; BATCHES=1,64,512
   LOOP="--seconds 1 --repeats 3"; SIZES_S="64x256,512x1024"; BENCH_ARGS="--device cuda"
+  SIZES_B="768x41472,64x41472,1024x1024"
   PYTEST_ARGS="-m gpu -q -x tests"
   CPU_TESTS=(tests)
 fi
@@ -140,6 +142,8 @@ else
 fi
 stage bench_anderson_mix 60 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
   --out "$DEST/anderson_mix_${TAG}.md"
+stage bench_block_step 40 "$PY" benchmarks/bench_block_step.py $BENCH_ARGS --sizes "$SIZES_B" \
+  --out "$DEST/block_step_${TAG}.md"
 stage bench_block_loop 90 "$PY" benchmarks/bench_block_loop.py $BENCH_ARGS --batches "$BATCHES" $LOOP \
   --out "$DEST/block_loop_${TAG}.md"
 stage bench_solver_overhead 60 "$PY" benchmarks/bench_solver_overhead.py $BENCH_ARGS --sizes "$SIZES_S" \
