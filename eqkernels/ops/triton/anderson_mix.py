@@ -320,7 +320,9 @@ def _block_sizes(B, n, M_PAD, interpreted):
     budget = _TILE_ELEMS_INTERPRETED if interpreted else _TILE_ELEMS_GPU
     cap_n = _MAX_BLOCK_N_INTERPRETED if interpreted else budget // M_PAD
     BLOCK_N = min(triton.next_power_of_2(max(n, 1)), max(cap_n, 16))
-    cap_b = max(budget // (M_PAD * BLOCK_N), 1)
+    # Several short rows a program: the dots' float64 sums |g|^2 and |fz|^2 ride along the
+    # history rows, so count at least two (at m = 1, 8 rows of 256 spilled on sm_90, triton 3.6).
+    cap_b = max(budget // (max(M_PAD, 2) * BLOCK_N), 1)
     if not interpreted:
         cap_b = min(cap_b, max(_GRAM_ELEMS_GPU // (M_PAD * M_PAD), 1))
     BLOCK_B = min(triton.next_power_of_2(B), cap_b)
