@@ -258,7 +258,6 @@ def _block_step_kernel(
     act = tl.load(active_ptr + rows, mask=rows < B, other=0) != 0
     if tl.max(act.to(tl.int32), axis=0) == 0:
         return
-    T = z_ptr.dtype.element_ty
     rows64 = rows.to(tl.int64)  # 64-bit offsets: B * n can pass 2**31
     col_idx = tl.arange(0, BLOCK_N)
     # Scalars are rounded to W once, as PyTorch does with a Python scalar times a tensor.
@@ -314,31 +313,13 @@ def _block_step_kernel(
 
 
 @triton.jit
-def _block_step_finish_kernel(
-    active_ptr, converged_ptr, diverged_ptr,      # (B,) bool
-    nstep_ptr,                                    # (B,) int32
-    abs_res_ptr, rel_res_ptr,                     # (B,) residual dtype R
-    step_ptr,                                     # (1,) int64 step counter: advanced here
-    ws_ptr,                                       # (B, N_CHUNKS, 2) float64 partial sums
-    B,
-    tol: tl.float64, rel_eps: tl.float64,
-    N_CHUNKS: tl.constexpr,
-    CHUNKS_PAD: tl.constexpr,  # next power of two >= N_CHUNKS
-    REL_MODE: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-):
-    """Per row active on entry: sum the chunks' partial sums, then the bookkeeping
-    (tracking.py). Program 0 advances the step counter (every update kernel read it)."""
-    if tl.program_id(0) == 0:
-        tl.store(step_ptr, tl.load(step_ptr) + 1)
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    act = tl.load(active_ptr + rows, mask=rows < B, other=0) != 0
+def _bookkeeping(rows, act, dd, qq, active_ptr, converged_ptr, diverged_ptr, nstep_ptr,
+                 abs_res_ptr, rel_res_ptr, tol, rel_eps, REL_MODE: tl.constexpr):
+    """block_step's per-sample bookkeeping (eqkernels/ops/tracking.py) for rows active on entry,
+    from the summed squares dd = ||z_next - z||^2 and qq = ||z_next||^2 (float64)."""
     R = abs_res_ptr.dtype.element_ty
-    ks = tl.arange(0, CHUNKS_PAD)[None, :]
-    off = (rows.to(tl.int64) * N_CHUNKS)[:, None] * 2 + ks * 2
-    wmask = act[:, None] & (ks < N_CHUNKS)
-    abs_res = tl.sqrt(tl.sum(tl.load(ws_ptr + off, mask=wmask, other=0.0), axis=1))
-    next_norm = tl.sqrt(tl.sum(tl.load(ws_ptr + off + 1, mask=wmask, other=0.0), axis=1))
+    abs_res = tl.sqrt(dd)
+    next_norm = tl.sqrt(qq)
     # (rel_eps is a float64 argument: a Python float meeting only constants is fp32.)
     rel_res = abs_res / (next_norm + rel_eps)
     nstep = tl.load(nstep_ptr + rows, mask=act, other=0)
@@ -358,6 +339,35 @@ def _block_step_finish_kernel(
     tl.store(diverged_ptr + rows, 1, mask=act & (finite == 0))
     tl.store(converged_ptr + rows, 1, mask=done)
     tl.store(active_ptr + rows, 0, mask=act & ((finite == 0) | done))
+
+
+@triton.jit
+def _block_step_finish_kernel(
+    active_ptr, converged_ptr, diverged_ptr,      # (B,) bool
+    nstep_ptr,                                    # (B,) int32
+    abs_res_ptr, rel_res_ptr,                     # (B,) residual dtype R
+    step_ptr,                                     # (1,) int64 step counter: advanced here
+    ws_ptr,                                       # (B, N_CHUNKS, 2) float64 partial sums
+    B,
+    tol: tl.float64, rel_eps: tl.float64,
+    N_CHUNKS: tl.constexpr,
+    CHUNKS_PAD: tl.constexpr,  # next power of two >= N_CHUNKS
+    REL_MODE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
+    """Per row active on entry: sum the chunks' partial sums, then the bookkeeping
+    (tracking.py). Program 0 advances the step counter (every update kernel read it)."""
+    if tl.program_id(0) == 0:
+        tl.store(step_ptr, tl.load(step_ptr) + 1)
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    act = tl.load(active_ptr + rows, mask=rows < B, other=0) != 0
+    ks = tl.arange(0, CHUNKS_PAD)[None, :]
+    off = (rows.to(tl.int64) * N_CHUNKS)[:, None] * 2 + ks * 2
+    wmask = act[:, None] & (ks < N_CHUNKS)
+    dd = tl.sum(tl.load(ws_ptr + off, mask=wmask, other=0.0), axis=1)
+    qq = tl.sum(tl.load(ws_ptr + off + 1, mask=wmask, other=0.0), axis=1)
+    _bookkeeping(rows, act, dd, qq, active_ptr, converged_ptr, diverged_ptr, nstep_ptr,
+                 abs_res_ptr, rel_res_ptr, tol, rel_eps, REL_MODE)
 
 
 def _block_sizes(B, n, interpreted, noisy=False):

@@ -32,7 +32,8 @@ from eqkernels.ops import _looped_checks
 from eqkernels.ops.constants import MASK32 as _MASK32
 from eqkernels.ops.constants import REL_EPS
 from eqkernels.ops.triton._looped_common import cast_to, interpreted, launch_guard, nothing_to_run
-from eqkernels.ops.triton.block_step import LAUNCH_OPTIONS, _noise_key, _standard_normal
+from eqkernels.ops.triton.block_step import (LAUNCH_OPTIONS, _bookkeeping, _noise_key,
+                                             _standard_normal)
 
 # Elements of one tile: block_step's budgets (registers with the noise temporaries live).
 _TILE_ELEMS = 1024
@@ -42,30 +43,6 @@ _NUM_WARPS = 8
 _FINISH_ELEMS = 1024  # (BLOCK_B x BLOCK_P) float64 partials of the finishing kernel, twice
 # Programs to aim for when a batch is small (4 per SM of an H200): samples split across rows.
 TARGET_PROGRAMS = 528
-
-
-@triton.jit
-def _bookkeeping(rows, act, dd, qq, active_ptr, converged_ptr, diverged_ptr, nstep_ptr,
-                 abs_res_ptr, rel_res_ptr, tol, rel_eps, REL_MODE: tl.constexpr):
-    """block_step's per-sample bookkeeping (eqkernels/ops/tracking.py) from the summed squares."""
-    R = abs_res_ptr.dtype.element_ty
-    abs_res = tl.sqrt(dd)
-    next_norm = tl.sqrt(qq)
-    rel_res = abs_res / (next_norm + rel_eps)
-    nstep = tl.load(nstep_ptr + rows, mask=act, other=0)
-    tl.debug_barrier()  # every thread has read nstep before one of them stores it
-    tl.store(nstep_ptr + rows, nstep + 1, mask=act)
-    tl.store(abs_res_ptr + rows, abs_res.to(R), mask=act)
-    tl.store(rel_res_ptr + rows, rel_res.to(R), mask=act)
-    finite = ((abs_res - abs_res) == 0) & ((next_norm - next_norm) == 0)
-    if REL_MODE:
-        metric = rel_res
-    else:
-        metric = abs_res
-    done = act & finite & (metric < tol)
-    tl.store(diverged_ptr + rows, 1, mask=act & (finite == 0))
-    tl.store(converged_ptr + rows, 1, mask=done)
-    tl.store(active_ptr + rows, 0, mask=act & ((finite == 0) | done))
 
 
 @triton.jit(do_not_specialize=["seed"])
