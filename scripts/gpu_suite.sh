@@ -8,7 +8,8 @@
 #      then the CPU test suite on this same build (cpu_tests: error paths and the C++
 #      runtime linkage included -- the first GPU build crashed on every bad argument while
 #      CI's passed; not the Triton-interpreter tests, which need TRITON_INTERPRET=1),
-#   4. runs each benchmark in its GPU configuration (Anderson mix bytes/s vs copy bandwidth;
+#   4. runs each benchmark in its GPU configuration (Anderson mix and the block step with and
+#      without noise: bytes/s vs copy bandwidth;
 #      the EqR-shaped loop eager vs ours vs ours+graphs at B = 1, 64, 512 in bf16; solver
 #      overhead vs torchdeq; Sudoku eval throughput where its benchmark exists),
 # and writes every table and log under $OUT (or benchmarks/results/gpu_<device>/ when $OUT is
@@ -25,10 +26,11 @@
 # TORCHDEQ_WHEEL (pydantic, pydantic_core for the machine's Python, annotated_types,
 # typing_extensions, typing_inspection, colorama; e.g. carried as .whl/eqr/). Without EqR that
 # stage says so and passes. EQK_GPU_SUITE_STAGES: a comma list of stage names to run (default
-# all; build and import always run), e.g. build,import,gpu_tests,bench_eqr_peer,bench_eqr_peer_b1,
-# bench_sudoku_eval,sweep_looped_tiles for issue 18's numbers alone, or
-# build,import,gpu_tests,bench_eqr_peer_maze for issue 22's (EqR's Maze model): the stages'
-# limits add up to more than the 480 s budget.
+# all; build and import always run). The stages' limits add up to more than the 480 s budget:
+# they run in order of priority and the budget skips the tail (SUMMARY.md names what was
+# skipped), so a second call can run just those, e.g.
+# EQK_GPU_SUITE_STAGES=bench_sudoku_eval,bench_block_loop,bench_solver_overhead, or
+# build,import,gpu_tests,bench_eqr_peer_maze for issue 22's numbers (EqR's Maze model).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -104,7 +106,7 @@ if [ $DRY = 1 ]; then
   # The in-tree CPU build is reused (CI built it); the CUDA build itself is CI's own stage.
   stage build 60 "$PY" -c "import eqkernels, pprint; pprint.pprint(eqkernels.backends())"
   SIZES_A=8x64x6,16x33x16; BATCHES=1,2; LOOP="--tokens 9 --width 32 --seconds 0.05 --repeats 1"
-  SIZES_S=4x32; BENCH_ARGS="--device cpu"
+  SIZES_S=4x32; SIZES_B=4x64; BENCH_ARGS="--device cpu"
   PYTEST_ARGS="-m gpu -q tests"
   # CI runs the whole CPU suite itself: here the stage's plumbing, on the error-path tests
   CPU_TESTS=(tests/test_ext_symbols.py tests/test_ops_registration.py)
@@ -114,31 +116,36 @@ else
   stage import 30 "$PY" -c "import eqkernels, pprint; b = eqkernels.backends(); pprint.pprint(b); assert b['cuda'][0], b['cuda']"
   SIZES_A="64x256x6,1024x1024x6,256x8192x8,1024x4x16"; BATCHES=1,64,512
   LOOP="--seconds 1 --repeats 3"; SIZES_S="64x256,512x1024"; BENCH_ARGS="--device cuda"
-  PYTEST_ARGS="-m gpu -q -x tests"
+  SIZES_B="768x41472,64x41472,1024x1024"
+  PYTEST_ARGS="-m gpu -q -rfE tests"
   CPU_TESTS=(tests)
 fi
 
+# Stages in order of what the next GPU session most needs (the budget skips the tail; a second
+# call with EQK_GPU_SUITE_STAGES picks up what was skipped): correctness of every GPU kernel,
+# the flagship number (a reasoning step against EqR compiled), the memory-bound kernels against
+# copy bandwidth, the CPU suite on this build, then the rest.
 stage gpu_tests 150 "$PY" -m pytest $PYTEST_ARGS -p no:cacheprovider
-stage cpu_tests 120 "$PY" -m pytest -q -m "not gpu and not interpreter" -p no:cacheprovider \
-  "${CPU_TESTS[@]}"
-# Issue 18: the tile sweep of the looped-transformer ops (B = 768, 64; stops itself at 70 s), EqR's
-# forward eager / compiled / compiled + CUDA graphs against ours eager / fused / fused + graphs /
-# compiled (bf16, the recipe model; B = 768 and 64, then B = 1).
-if [ -f benchmarks/sweep_looped_tiles.py ]; then
-  stage sweep_looped_tiles 90 "$PY" benchmarks/sweep_looped_tiles.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
-    --budget-s 70 --out "$DEST/looped_tiles_${TAG}.md"
-else
-  echo "| sweep_looped_tiles | not run: benchmarks/sweep_looped_tiles.py does not exist yet | - |" >> "$SUMMARY"
-fi
+# Issue 18: EqR's forward eager / compiled / compiled + CUDA graphs against ours eager / fused /
+# fused + graphs / compiled (bf16, the recipe model; B = 768 and 64, then B = 1), the tile sweep
+# of the looped-transformer ops (B = 768, 64; stops itself at its --budget-s).
 if [ $DRY = 1 ]; then
   stage bench_eqr_peer 120 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
     --out "$DEST/eqr_peer_${TAG}.md"
   stage bench_eqr_peer_maze 90 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
     --task maze --out "$DEST/eqr_peer_maze_${TAG}.md"
 else
-  stage bench_eqr_peer 200 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
+  stage bench_eqr_peer 170 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_${TAG}.md"
-  stage bench_eqr_peer_b1 100 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
+fi
+stage bench_block_step 40 "$PY" benchmarks/bench_block_step.py $BENCH_ARGS --sizes "$SIZES_B" \
+  --out "$DEST/block_step_${TAG}.md"
+stage bench_anderson_mix 50 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
+  --out "$DEST/anderson_mix_${TAG}.md"
+stage cpu_tests 90 "$PY" -m pytest -q -m "not gpu and not interpreter" -p no:cacheprovider \
+  "${CPU_TESTS[@]}"
+if [ $DRY = 0 ]; then
+  stage bench_eqr_peer_b1 80 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --batches 1 --dtypes bfloat16 --repeats 20 --out "$DEST/eqr_peer_b1_${TAG}.md"
   # Issue 22: EqR's Maze model (attention, 1-D RoPE over 900 tokens), EqR eager / compiled /
   # compiled + CUDA graphs (flash_attn_func through SDPA where flash_attn is missing) vs ours
@@ -146,18 +153,14 @@ else
   stage bench_eqr_peer_maze 180 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --task maze --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_maze_${TAG}.md"
 fi
-stage bench_anderson_mix 60 "$PY" benchmarks/bench_anderson_mix.py $BENCH_ARGS --sizes "$SIZES_A" \
-  --out "$DEST/anderson_mix_${TAG}.md"
+stage sweep_looped_tiles 80 "$PY" benchmarks/sweep_looped_tiles.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
+  --budget-s 60 --out "$DEST/looped_tiles_${TAG}.md"
+stage bench_sudoku_eval 150 "$PY" benchmarks/bench_sudoku_eval.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
+  --out "$DEST/sudoku_eval_${TAG}.md"
 stage bench_block_loop 90 "$PY" benchmarks/bench_block_loop.py $BENCH_ARGS --batches "$BATCHES" $LOOP \
   --out "$DEST/block_loop_${TAG}.md"
 stage bench_solver_overhead 60 "$PY" benchmarks/bench_solver_overhead.py $BENCH_ARGS --sizes "$SIZES_S" \
   --repeats 3 --out "$DEST/solver_overhead_${TAG}.md"
-if [ -f benchmarks/bench_sudoku_eval.py ]; then
-  stage bench_sudoku_eval 150 "$PY" benchmarks/bench_sudoku_eval.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
-    --out "$DEST/sudoku_eval_${TAG}.md"
-else
-  echo "| bench_sudoku_eval | not run: benchmarks/bench_sudoku_eval.py does not exist yet | - |" >> "$SUMMARY"
-fi
 
 echo "| total | $([ $FAILED = 0 ] && echo ok || echo 'SOME STAGE FAILED') | $(( $(date +%s) - START ))s |" >> "$SUMMARY"
 echo; cat "$SUMMARY"; echo; echo "tables and logs: $DEST"

@@ -59,12 +59,34 @@ def block_step_cases(which):
     shapes = [(1, 1), (512, 32), (64, 512), (1, 4096), (512, 81 * 512)]
     dtypes = [torch.float32, torch.float64, torch.bfloat16]
     seen = {}
+    shapes += [(3, 41473)]  # odd n: each element draws its own pair
     for (B, n), dt, sigma in itertools.product(shapes, dtypes, (0.0, 0.01)):
         cfg = tbs.kernel_config(B, n, dt, sigma, stop_rel=False)
-        key = (dt, cfg["HAS_NOISE"], cfg["BLOCK_B"], cfg["BLOCK_N"])
+        cfg.pop("chunk")
+        key = (dt, cfg["HAS_NOISE"], cfg["PAIRED"] or not cfg["HAS_NOISE"], cfg["BLOCK_B"],
+               cfg["BLOCK_N"])
         seen.setdefault(key, (dt, cfg, f"B={B} n={n}"))
     cases = list(seen.values())
     return cases[:4] if which == "quick" else cases
+
+
+def block_step_finish_cases(which):
+    out = []
+    for dt, n_chunks in ((torch.float32, 1), (torch.float32, 6), (torch.float64, 11)):
+        cfg = tbs.finish_config(n_chunks, stop_rel=False)
+        out.append((dt, cfg, f"n_chunks={n_chunks}"))
+    return out[:1] if which == "quick" else out
+
+
+def block_step_finish_source(dt, cfg):
+    R = "*fp64" if dt == torch.float64 else "*fp32"
+    sig = dict(active_ptr="*i1", converged_ptr="*i1", diverged_ptr="*i1", nstep_ptr="*i32",
+               abs_res_ptr=R, rel_res_ptr=R, step_ptr="*i64", ws_ptr="*fp64", B="i32",
+               tol="fp64", rel_eps="fp64")
+    const = {k: v for k, v in cfg.items() if k != "num_warps"}
+    for k in const:
+        sig[k] = "constexpr"
+    return ASTSource(tbs._block_step_finish_kernel, sig, constexprs=const)
 
 
 def anderson_cases(which):
@@ -74,43 +96,59 @@ def anderson_cases(which):
     elif which == "ci":
         grid = [(s, m, torch.float32) for s in [(1024, 1), (1024, 4), (64, 256), (8, 4096)]
                 for m in (1, 6, 16)]
-        grid += [((1024, 4), 16, torch.float64), ((64, 256), 6, torch.float64)]
+        grid += [((1024, 4), 16, torch.float64), ((64, 256), 6, torch.float64),
+                 ((256, 8192), 8, torch.float32), ((1024, 1024), 6, torch.float32)]
     else:  # quick: the small-n large-m case that once spilled, and a common one
         grid = [((1024, 4), 16, torch.float32), ((64, 256), 6, torch.float32)]
     seen = {}
     for (B, n), m, dt in grid:
         cfg = tam.kernel_config(B, n, m, stop_rel=False)
-        key = (dt, cfg["M"], cfg["BLOCK_B"], cfg["BLOCK_N"])
-        seen.setdefault(key, (dt, cfg, f"B={B} n={n} m={m}"))
+        n_chunks = -(-n // cfg["chunk"])
+        key = (dt, cfg["M"], cfg["BLOCK_B"], cfg["BLOCK_N"], n_chunks)
+        seen.setdefault(key, (dt, cfg, n_chunks, f"B={B} n={n} m={m}"))
     return list(seen.values())
 
 
 def block_step_source(dt, cfg):
     T, R = PTR[dt], "*fp64" if dt == torch.float64 else "*fp32"
-    sig = dict(z_ptr=T, f_ptr=T, out_ptr=T, active_ptr="*i1", converged_ptr="*i1",
-               diverged_ptr="*i1", nstep_ptr="*i32", abs_res_ptr=R, rel_res_ptr=R,
-               step_ptr="*i64", B="i32", n="i32", stride_zb="i32", stride_zn="i32",
+    sig = dict(z_ptr=T, f_ptr=T, out_ptr=T, active_ptr="*i1", step_ptr="*i64", ws_ptr="*fp64",
+               B="i32", n="i32", chunk="i32", stride_zb="i32", stride_zn="i32",
                stride_fb="i32", stride_fn="i32", stride_ob="i32", stride_on="i32", seed="i64",
-               c_z="fp64", c_f="fp64", sigma="fp64", tol="fp64", rel_eps="fp64")
+               c_z="fp64", c_f="fp64", sigma="fp64")
     const = {k: v for k, v in cfg.items() if k != "num_warps"}
     for k in const:
         sig[k] = "constexpr"
     return ASTSource(tbs._block_step_kernel, sig, constexprs=const)
 
 
-def anderson_source(dt, cfg):
+def anderson_sources(dt, cfg, n_chunks):
+    """(name, ASTSource, constexprs) of the three Anderson launches."""
     T = PTR[dt]
-    sig = dict(z_ptr=T, fz_ptr=T, out_ptr=T, best_z_ptr=T, active_ptr="*i1",
-               converged_ptr="*i1", diverged_ptr="*i1", nstep_ptr="*i32", count_ptr="*i32",
-               abs_res_ptr=T, rel_res_ptr=T, best_abs_ptr=T, best_rel_ptr=T, X_ptr=T, G_ptr=T,
-               gram_ptr="*fp64", B="i32", n="i32", stride_zb="i32", stride_zn="i32",
-               stride_fb="i32", stride_fn="i32", stride_ob="i32", stride_on="i32",
-               stride_bb="i32", stride_bn="i32", tol="fp64", beta="fp64", lam="fp64",
-               restart_growth="fp64", rel_eps="fp64", pivot_rtol="fp64")
-    const = {k: v for k, v in cfg.items() if k != "num_warps"}
-    for k in const:
-        sig[k] = "constexpr"
-    return ASTSource(tam._anderson_step_kernel, sig, constexprs=const)
+    common = dict(B="i32")
+    dots = dict(z_ptr=T, fz_ptr=T, active_ptr="*i1", count_ptr="*i32", G_ptr=T,
+                part_ptr="*fp64", n="i32", chunk="i32", stride_zb="i32", stride_zn="i32",
+                stride_fb="i32", stride_fn="i32")
+    decide = dict(active_ptr="*i1", converged_ptr="*i1", diverged_ptr="*i1", nstep_ptr="*i32",
+                  count_ptr="*i32", abs_res_ptr=T, rel_res_ptr=T, best_abs_ptr=T,
+                  best_rel_ptr=T, gram_ptr="*fp64", part_ptr="*fp64", plan_ptr="*fp64",
+                  tol="fp64", lam="fp64", restart_growth="fp64", rel_eps="fp64",
+                  pivot_rtol="fp64")
+    mix = dict(z_ptr=T, fz_ptr=T, out_ptr=T, best_z_ptr=T, X_ptr=T, G_ptr=T, plan_ptr="*fp64",
+               n="i32", chunk="i32", stride_zb="i32", stride_zn="i32", stride_fb="i32",
+               stride_fn="i32", stride_ob="i32", stride_on="i32", stride_bb="i32",
+               stride_bn="i32", beta="fp64")
+    out = []
+    for name, kern, sig, const in (
+            ("anderson_dots", tam._anderson_dots_kernel, dots, tam.stream_config(cfg)),
+            ("anderson_decide", tam._anderson_decide_kernel, decide,
+             tam.decide_config(cfg, n_chunks)),
+            ("anderson_mix", tam._anderson_mix_kernel, mix, tam.stream_config(cfg))):
+        const = {k: v for k, v in const.items() if k != "num_warps"}
+        full = {}
+        for k in kern.arg_names:  # the kernel's argument order
+            full[k] = "constexpr" if k in const else (sig.get(k) or common[k])
+        out.append((name, ASTSource(kern, full, constexprs=const), const))
+    return out
 
 
 # ---- looped-transformer block ops (eqkernels/ops/token_mix.py, swiglu.py, rmsnorm_update.py) --
@@ -236,7 +274,6 @@ def looped_block_jobs(which, arch):
 # the kernel: (kernel, constexprs as printed, arch, triton version) -> bytes allowed. A larger
 # spill, or one anywhere else, still fails.
 KNOWN_SPILLS = {
-    ("anderson_step", "REL_MODE=0 M=1 M_PAD=1 BLOCK_B=256 BLOCK_N=4", 90, "3.6.0"): 8,
 }
 
 # Per-block shared memory an arch allows (sm_80: 163 KB, sm_90: 227 KB).
@@ -287,8 +324,11 @@ def main():
     plain = dict(**tbs.LAUNCH_OPTIONS)
     common = ([("block_step", dt, cfg, why, block_step_source(dt, cfg), plain)
                for dt, cfg, why in block_step_cases(args.which)]
-              + [("anderson_step", dt, cfg, why, anderson_source(dt, cfg), plain)
-                 for dt, cfg, why in anderson_cases(args.which)])
+              + [("block_step_fin", dt, cfg, why, block_step_finish_source(dt, cfg), plain)
+                 for dt, cfg, why in block_step_finish_cases(args.which)]
+              + [(name, dt, dict(const, num_warps=cfg["num_warps"]), why, src, plain)
+                 for dt, cfg, n_chunks, why in anderson_cases(args.which)
+                 for name, src, const in anderson_sources(dt, cfg, n_chunks)])
     runs = [(job, arch) for arch in archs for job in common + looped_block_jobs(args.which, arch)]
     print(f"triton {triton.__version__}: {len(runs)} kernel configurations on sm_{archs}")
     print(f"{'kernel':13} {'dtype':8} {'constexprs':48} {'arch':5} {'regs':>4} {'spill B':>7} "
@@ -306,7 +346,7 @@ def main():
                          else v) for k, v in cfg.items()
                      if k not in ("num_warps", "INTERPRETED", "INPUT_PRECISION")}
             text = " ".join(f"{k}={v}" for k, v in shown.items())
-            print(f"{name:13} {str(dt)[6:]:8} {text:48} sm_{arch} {regs:4d} {spill:7d} {smem:7d} "
+            print(f"{name:15} {str(dt)[6:]:8} {text:48} sm_{arch} {regs:4d} {spill:7d} {smem:7d} "
                   f"{stack:5d} {fma:4d} {dt_s:5.1f}  {why}", flush=True)
             known = KNOWN_SPILLS.get((name, text, arch, triton.__version__), 0)
             if known and spill <= known and local <= known:

@@ -102,6 +102,27 @@ def test_step_matches_reference(backend, device, B, n, m):
     _assert_same_step(z, fz, state, hist, backend, params)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("B,n,m,dtype", [(3, 40000, 12, torch.float32),
+                                         (2, 9002, 3, torch.float64),
+                                         (700, 1024, 6, torch.float32)])
+def test_gpu_rows_split_into_chunks_vector_and_scalar_paths(backend, B, n, m, dtype):
+    """The GPU kernels split wide rows into column chunks (a few rows: many chunks, summed by
+    the decide kernel) and read 16-byte vectors where every row allows, scalars elsewhere:
+    each path against the reference, with m in every history bound (4, 8, 16)."""
+    _require(backend, "cuda")
+    seed = random.randrange(2**31)
+    params = dict(tol=0.05, stop_mode="rel", beta=0.7, lam=1e-4, restart_growth=10.0)
+    z, fz, state, hist = make_case(B, n, m, dtype, seed, "cuda")
+    _assert_same_step(z, fz, state, hist, backend, params)
+    # z and f(z) one element off the 16-byte grid: the scalar path
+    z, fz, state, hist = make_case(B, n, m, dtype, seed + 1, "cuda")
+    zs = torch.empty(B * n + 1, dtype=dtype, device="cuda")[1:].view(B, n).copy_(z)
+    fs = torch.empty(B * n + 1, dtype=dtype, device="cuda")[1:].view(B, n).copy_(fz)
+    _assert_same_step(zs, fs, state, hist, backend, params)
+
+
 @pytest.mark.parametrize("backend,device", FAST_BACKENDS, ids=BACKEND_IDS)
 def test_step_matches_reference_float64(backend, device):
     _require(backend, device)

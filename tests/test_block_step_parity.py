@@ -85,17 +85,16 @@ def _assert_same_step(z, f_out, state, backend, params, in_place):
         assert int(params["step"]) == int(ref_params["step"]) == start + 1, "counter not advanced"
     for name in ("active", "converged", "diverged", "nstep"):
         assert torch.equal(getattr(state, name), getattr(ref_state, name)), name
-    # eps is float32 math (log, cos) whose last bits differ between libraries (torch, numpy,
-    # libm, libdevice: up to a few ulp), which float64 state would otherwise expose.
-    rtol = RTOL[z.dtype] + 4e-6 * params["sigma"]
-    res_rtol = max(RTOL[z.dtype], 2e-6 if params["sigma"] else 0.0)
     if not in_place:
         assert torch.isnan(out[~entry_active]).all(), "a frozen sample's row was written"
-    torch.testing.assert_close(out.double(), out_ref.double(), rtol=rtol, atol=rtol,
-                               equal_nan=True)
+    # z_next bit for bit, noise included (eps is bit-identical on every backend, the update
+    # rounds like the reference's separate mul/add); the norms' summation order differs.
+    same = (out == out_ref) | (torch.isnan(out) & torch.isnan(out_ref))
+    assert bool(same.all()), f"{int((~same).sum())} elements of z_next differ ({params})"
+    rtol = RTOL[z.dtype]
     for name in ("abs_res", "rel_res"):
         torch.testing.assert_close(getattr(state, name), getattr(ref_state, name),
-                                   rtol=res_rtol, atol=res_rtol, equal_nan=True, msg=name)
+                                   rtol=rtol, atol=rtol, equal_nan=True, msg=name)
 
 
 @pytest.mark.parametrize("backend,device", FAST_BACKENDS, ids=BACKEND_IDS)
@@ -133,7 +132,7 @@ def test_frozen_rows_untouched_and_noise_is_the_reference_stream(backend, device
     live[::3] = False
     assert torch.isnan(out[~live]).all(), "a frozen sample's row was written"
     eps = standard_normal_ref(key, B, n, device)
-    torch.testing.assert_close(out[live], z[live] + 0.5 * eps[live], rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[live], z[live] + 0.5 * eps[live])  # damping 1: z_next = z + 0.5 eps
 
 
 def test_noise_stream_is_standard_normal_and_decorrelated():

@@ -1,5 +1,6 @@
 """DDP: two gloo processes training a DEQ with the implicit backward end with the same
 parameters as one process training on the concatenated batch."""
+import datetime
 import os
 import socket
 
@@ -49,8 +50,9 @@ def train(model, batches, rows=slice(None)):
 
 def _worker(rank, world, port, out_path):
     torch.set_num_threads(1)
+    # A bounded wait (the default is 30 minutes): a lost peer fails the test instead of hanging CI.
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=datetime.timedelta(seconds=120))
     try:
         model = nn.parallel.DistributedDataParallel(make_model())
         per = B // world
@@ -58,6 +60,9 @@ def _worker(rank, world, port, out_path):
         if rank == 0:
             torch.save({k: v.detach().clone() for k, v in model.module.state_dict().items()},
                        out_path)
+        # Rank 0 hosts the TCP store: no rank tears the group down while another still uses it
+        # (under load a rank left in destroy_process_group waited on the gone store).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

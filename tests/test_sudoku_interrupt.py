@@ -159,8 +159,12 @@ def test_sigint_to_one_of_two_gloo_ranks_stops_both_at_one_step_and_resumes_exac
         time.sleep(0.01)
     _wait_and_signal(tmp_path / "cut" / "metrics.jsonl", [p.is_alive for p in ctx.processes],
                      ctx.processes[target].pid, at_step, note)
-    while not ctx.join(timeout=180):
-        pass
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:  # a hung rank fails the test instead of hanging CI
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{note}: the ranks were still running after 300 s")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     saved = None
     for rank, (straight, cut, resumed) in enumerate(ranks):

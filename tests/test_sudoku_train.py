@@ -1,4 +1,5 @@
 """Sudoku training: deep supervision runs, checkpoints resume exactly, evaluation aggregates."""
+import datetime
 import random
 
 import pytest
@@ -112,7 +113,8 @@ def test_a_few_training_steps_reduce_the_loss(tmp_path):
 
 def _sharded_eval_worker(rank, world, tmp, depth, breadth):
     import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))  # fail, never hang CI
     try:
         saved = torch.load(f"{tmp}/case.pt")
         model = SudokuReasoner(ReasonerConfig(**saved["cfg"]))

@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
@@ -38,64 +38,117 @@ constexpr int64_t BLK = 512;      // elements per block (the noise buffer of a b
 // many elements of the noiseless update (B * n; the noisy one is costlier, so this is safe).
 constexpr int64_t OMP_MIN_ELEMS = int64_t(1) << 15;
 
-// ---- the noise stream of block_step.standard_normal_ref (float32 math, as the reference);
-// lowbias32 and noise_key are in common/kernel_common.h ----
+// ---- the noise stream of block_step.standard_normal_ref: standard_normal_pair and the keys are
+// in common/kernel_common.h, the same source the CUDA kernel compiles ----
 
-// Branch-free float log(u) and cos(2 pi u) for u in (0, 1), so the noise loop vectorises:
-// libm's scalar logf/cosf made a noisy step ~30x the cost of a noiseless one, slower than
-// torch.randn_like. Both agree with libm / torch to a few ulp, which is what the parity
-// tests allow for the noise (they hold the noiseless step to the reference's exact bits).
-inline float log_unit(float x) {  // x normal, > 0
-  // x = m 2^e with m in [sqrt(1/2), sqrt(2)), found by integer arithmetic on the bits (as
-  // musl's logf does): no branch, so the loop vectorises.
-  uint32_t ix;
-  std::memcpy(&ix, &x, sizeof ix);
-  const int32_t e = (int32_t(ix) - 0x3f3504f3) >> 23;  // 0x3f3504f3: sqrt(1/2)
-  const uint32_t im = ix - (uint32_t(e) << 23);
-  float m;
-  std::memcpy(&m, &im, sizeof m);
-  const float t = m - 1.0f;  // Cephes' logf polynomial
-  const float t2 = t * t;
-  float p = 7.0376836292e-2f;
-  p = p * t - 1.1514610310e-1f;
-  p = p * t + 1.1676998740e-1f;
-  p = p * t - 1.2420140846e-1f;
-  p = p * t + 1.4249322787e-1f;
-  p = p * t - 1.6668057665e-1f;
-  p = p * t + 2.0000714765e-1f;
-  p = p * t - 2.4999993993e-1f;
-  p = p * t + 3.3333331174e-1f;
-  return (t + (t * t2 * p - 0.5f * t2)) + float(e) * 0.693147180559945f;
-}
+// ---- the noise of a block: Philox2x32-10 of its pairs, then Box-Muller (common/kernel_common.h).
+// GCC vectorises the portable philox2x32 with 64-bit lanes and vpmullq (twice the time of the
+// whole old stream on AVX-512), so the x86 versions below do the 32 x 32 -> 64 multiplies as
+// pmuludq on the even and the odd 32-bit lanes. Each version is compiled for its own target
+// (pragma GCC target, so a build without -march=native still runs FMA and AVX-512 code where the
+// CPU has them: fma_rn is one instruction only where the function's target has FMA) and one is
+// picked at run time. The tests hold every version to the reference, bit for bit.
 
-inline float cos_2pi(float u) {  // u in [0, 1]
-  // cos(2 pi u) = -sin(w), w = 2 pi (y - 1/4) in [-pi/2, pi/2], y = min(u, 1 - u)
-  const float y = std::min(u, 1.0f - u);
-  const float w = 6.283185307179586f * (y - 0.25f);
-  const float w2 = w * w;
-  float s = 1.6059043836821613e-10f;  // Taylor series to w^13: error < 1e-9 on [-pi/2, pi/2]
-  s = s * w2 - 2.5052108385441720e-8f;
-  s = s * w2 + 2.7557319223985893e-6f;
-  s = s * w2 - 1.9841269841269841e-4f;
-  s = s * w2 + 8.3333333333333333e-3f;
-  s = s * w2 - 1.6666666666666667e-1f;
-  s = s * w2 + 1.0f;
-  return -(w * s);
-}
-
-// eps[i] for flat indices flat0 + i (mod 2^32), i < len; vectorises end to end.
-inline void standard_normal_block(uint32_t flat0, uint32_t key, int64_t len, float* eps) {
-  alignas(64) float u1[BLK];
-  for (int64_t i = 0; i < len; ++i) {
-    const uint32_t idx2 = 2u * (flat0 + uint32_t(i));
-    const uint32_t h0 = lowbias32(lowbias32(idx2) ^ key);
-    const uint32_t h1 = lowbias32(lowbias32(idx2 + 1u) ^ key);
-    // h >> 8 < 2^24: exact as int32 and as float, whose conversion is one instruction
-    eps[i] = (float(int32_t(h0 >> 8)) + 0.5f) * (1.0f / 16777216.0f);
-    u1[i] = (float(int32_t(h1 >> 8)) + 0.5f) * (1.0f / 16777216.0f);
+// eps pairs (h0[j], h1[j]) -> buf[2 j], buf[2 j + 1], vectorised in the caller's target.
+__attribute__((always_inline)) inline void box_muller_block(const uint32_t* h0, const uint32_t* h1,
+                                                            int64_t npairs, float* buf) {
+  for (int64_t j = 0; j < npairs; ++j) {
+    float e0, e1;
+    box_muller_pair(h0[j], h1[j], e0, e1);
+    buf[2 * j] = e0;
+    buf[2 * j + 1] = e1;
   }
-  for (int64_t i = 0; i < len; ++i)
-    eps[i] = std::sqrt(-2.0f * log_unit(eps[i])) * cos_2pi(u1[i]);
+}
+
+constexpr int64_t kPairsMax = BLK / 2 + 1;  // pairs covering one block (one extra at an edge)
+using NoiseBlockFn = void (*)(uint32_t c0, const PhiloxKeys& ks, int64_t npairs, float* buf);
+
+// The portable version: any target.
+void noise_block_generic(uint32_t c0, const PhiloxKeys& ks, int64_t npairs, float* buf) {
+  alignas(64) uint32_t h0[kPairsMax], h1[kPairsMax];
+  for (int64_t j = 0; j < npairs; ++j)
+    philox2x32((c0 + uint32_t(j)) & 0x7fffffffu, 0u, ks, h0[j], h1[j]);
+  box_muller_block(h0, h1, npairs, buf);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+void noise_block_avx512(uint32_t c0, const PhiloxKeys& ks, int64_t npairs, float* buf) {
+  alignas(64) uint32_t h0[kPairsMax], h1[kPairsMax];
+  const __m512i m = _mm512_set1_epi32(int(kPhiloxM));
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i low31 = _mm512_set1_epi32(0x7fffffff);
+  int64_t j = 0;
+  for (; j + 16 <= npairs; j += 16) {
+    __m512i L = _mm512_and_si512(
+        _mm512_add_epi32(_mm512_set1_epi32(int(c0 + uint32_t(j))), lanes), low31);
+    __m512i R = _mm512_setzero_si512();
+    for (int i = 0; i < kPhiloxRounds; ++i) {
+      const __m512i pe = _mm512_mul_epu32(L, m);                         // lanes 0, 2, ..
+      const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(L, 32), m);  // lanes 1, 3, ..
+      const __m512i hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+      const __m512i lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+      L = _mm512_ternarylogic_epi32(hi, _mm512_set1_epi32(int(ks.k[i])), R, 0x96);  // a^b^c
+      R = lo;
+    }
+    _mm512_store_si512(h0 + j, L);
+    _mm512_store_si512(h1 + j, R);
+  }
+  for (; j < npairs; ++j) philox2x32((c0 + uint32_t(j)) & 0x7fffffffu, 0u, ks, h0[j], h1[j]);
+  box_muller_block(h0, h1, npairs, buf);
+}
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+void noise_block_avx2(uint32_t c0, const PhiloxKeys& ks, int64_t npairs, float* buf) {
+  alignas(64) uint32_t h0[kPairsMax], h1[kPairsMax];
+  const __m256i m = _mm256_set1_epi32(int(kPhiloxM));
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i low31 = _mm256_set1_epi32(0x7fffffff);
+  int64_t j = 0;
+  for (; j + 8 <= npairs; j += 8) {
+    __m256i L = _mm256_and_si256(
+        _mm256_add_epi32(_mm256_set1_epi32(int(c0 + uint32_t(j))), lanes), low31);
+    __m256i R = _mm256_setzero_si256();
+    for (int i = 0; i < kPhiloxRounds; ++i) {
+      const __m256i pe = _mm256_mul_epu32(L, m);
+      const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(L, 32), m);
+      const __m256i hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+      const __m256i lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+      L = _mm256_xor_si256(_mm256_xor_si256(hi, _mm256_set1_epi32(int(ks.k[i]))), R);
+      R = lo;
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(h0 + j), L);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(h1 + j), R);
+  }
+  for (; j < npairs; ++j) philox2x32((c0 + uint32_t(j)) & 0x7fffffffu, 0u, ks, h0[j], h1[j]);
+  box_muller_block(h0, h1, npairs, buf);
+}
+#pragma GCC pop_options
+
+NoiseBlockFn pick_noise_block() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+    return noise_block_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return noise_block_avx2;
+  return noise_block_generic;
+}
+#else
+NoiseBlockFn pick_noise_block() { return noise_block_generic; }
+#endif
+
+const NoiseBlockFn noise_block = pick_noise_block();
+
+// eps of flat indices flat0 + i (mod 2^32), i < len: the whole pairs that cover them go into buf
+// (cos half, sin half, ...: 2 floats a pair), and eps[i] is returned at buf + (flat0 & 1) (a
+// row that starts on an odd index starts with a pair's sin half).
+inline const float* standard_normal_block(uint32_t flat0, const PhiloxKeys& ks, int64_t len,
+                                          float* buf) {
+  const int64_t off = flat0 & 1u;
+  noise_block(flat0 >> 1, ks, (off + len + 1) >> 1, buf);
+  return buf + off;
 }
 
 // ---- vector helpers (GCC/Clang vector extensions; lowered to AVX2 / AVX-512 / SSE2 as -march
@@ -177,7 +230,7 @@ struct Args {
   T* z_next;
   StateView<T, typename Lanes<T>::R> s;
   int64_t n;
-  uint32_t key;
+  PhiloxKeys ks;  // the round keys of this call's noise key
   BlockStepParams p;
 };
 
@@ -239,11 +292,12 @@ inline void step_sample(const Args<T>& a, int64_t b) {
   const T* z = a.z + b * n;
   const T* f = a.f_out + b * n;
   T* out = a.z_next + b * n;
-  alignas(64) float eps[NOISE ? BLK : 1];
+  alignas(64) float buf[NOISE ? BLK + 2 : 1];  // the pairs of one block (one extra at an edge)
+  const float* eps = buf;
   vd dd = {0, 0, 0, 0}, qq = dd;
   for (int64_t i0 = 0; i0 < n; i0 += BLK) {
     const int64_t len = std::min(BLK, n - i0);
-    if constexpr (NOISE) standard_normal_block(uint32_t(b * n + i0), a.key, len, eps);
+    if constexpr (NOISE) eps = standard_normal_block(uint32_t(b * n + i0), a.ks, len, buf);
     update_block<T, NOISE>(z + i0, f + i0, out + i0, eps, len, keep, lam, sig, dd, qq);
   }
   const double absv = std::sqrt((dd[0] + dd[1]) + (dd[2] + dd[3]));
@@ -267,7 +321,7 @@ void dispatch(const at::Tensor& z, const at::Tensor& f_out, at::Tensor& z_next,
                           abs_res.data_ptr<R>(), rel_res.data_ptr<R>(), nullptr, nullptr,
                           nullptr};
   const Args<T> a{z.data_ptr<T>(), f_out.data_ptr<T>(), z_next.data_ptr<T>(), s, z.size(1),
-                  key, p};
+                  philox_keys(key), p};
   // sigma == 0: the reference adds no noise term at all
   if (p.sigma != 0.0)
     run<T, true>(a, z.size(0));

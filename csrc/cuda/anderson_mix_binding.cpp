@@ -22,10 +22,14 @@ cudaError_t launch(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out,
                           abs_res.data_ptr<T>(),   rel_res.data_ptr<T>(),
                           best_abs.data_ptr<T>(),  best_rel.data_ptr<T>(),
                           best_z.data_ptr<T>()};
+  // Scratch: partial sums and mixing plans (the caching allocator: no sync, graph-capturable).
+  const int64_t ws_doubles = (cuda::anderson_workspace_bytes(z.size(0), z.size(1)) + 7) / 8;
+  const at::Tensor ws = at::empty({ws_doubles}, z.options().dtype(at::kDouble));
   return cuda::launch_anderson_step<T>(z.data_ptr<T>(), fz.data_ptr<T>(), z_out.data_ptr<T>(), s,
                                        X.data_ptr<T>(), G.data_ptr<T>(), gram.data_ptr<double>(),
-                                       count.data_ptr<int32_t>(), z.size(0), z.size(1),
-                                       static_cast<int>(X.size(1)), p, stream);
+                                       count.data_ptr<int32_t>(), ws.data_ptr<double>(),
+                                       z.size(0), z.size(1), static_cast<int>(X.size(1)), p,
+                                       stream);
 }
 
 void anderson_step_cuda(const at::Tensor& z, const at::Tensor& fz, at::Tensor& z_out,

@@ -23,10 +23,13 @@ cudaError_t launch(const at::Tensor& z, const at::Tensor& f_out, at::Tensor& z_n
                           diverged.data_ptr<bool>(), nstep.data_ptr<int32_t>(),
                           abs_res.data_ptr<R>(), rel_res.data_ptr<R>(), nullptr, nullptr,
                           nullptr};
+  // Scratch for the per-chunk partial sums (the caching allocator: no sync, graph-capturable).
+  const at::Tensor ws = at::empty({z.size(0) * cuda::block_step_chunks(z.size(0), z.size(1)) * 2},
+                                  z.options().dtype(at::kDouble));
   return cuda::launch_block_step<T>(
       reinterpret_cast<const T*>(z.data_ptr<S>()), reinterpret_cast<const T*>(f_out.data_ptr<S>()),
-      reinterpret_cast<T*>(z_next.data_ptr<S>()), s, step.data_ptr<int64_t>(), z.size(0),
-      z.size(1), p, stream);
+      reinterpret_cast<T*>(z_next.data_ptr<S>()), s, step.data_ptr<int64_t>(),
+      ws.data_ptr<double>(), z.size(0), z.size(1), p, stream);
 }
 
 void block_step_cuda(const at::Tensor& z, const at::Tensor& f_out, at::Tensor& z_next,

@@ -171,7 +171,8 @@ class _DEQNorm(nn.Module):
                 f"target_norm={self.target_norm}, clip={self.clip}, clip_value={self.clip_value}")
 
 
-def _as_list(value, name):
+def name_list(value, name) -> list:
+    """A filter argument (None, one name, or names) as a list of strings."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -185,8 +186,8 @@ def _as_list(value, name):
 def _normed_layers(module, types, filter_out, prefix_filter_out):
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    filter_out = _as_list(filter_out, "filter_out")
-    prefix_filter_out = _as_list(prefix_filter_out, "prefix_filter_out")
+    filter_out = name_list(filter_out, "filter_out")
+    prefix_filter_out = name_list(prefix_filter_out, "prefix_filter_out")
     for name, layer in module.named_modules():
         if not isinstance(layer, types) or not isinstance(getattr(layer, "weight", None),
                                                           torch.Tensor):

@@ -46,6 +46,19 @@ def residual_dtype(z_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if z_dtype == torch.float64 else torch.float32
 
 
+def update_state(op: str, z, active, converged, diverged, nstep, abs_res, rel_res,
+                 step) -> None:
+    """The per-sample state of a damped update of z (B, ...): flags, step counts, residuals in
+    residual_dtype(z.dtype), and the (1,) int64 noise step counter."""
+    B = z.shape[0]
+    for name, t in (("active", active), ("converged", converged), ("diverged", diverged)):
+        vec(op, name, t, B, torch.bool)
+    vec(op, "nstep", nstep, B, torch.int32)
+    for name, t in (("abs_res", abs_res), ("rel_res", rel_res)):
+        vec(op, name, t, B, residual_dtype(z.dtype))
+    vec(op, "step", step, 1, torch.int64)
+
+
 def block_step(z, f_out, z_next, active, converged, diverged, nstep, abs_res, rel_res,
                step) -> None:
     """eqk::block_step's argument check (csrc/ops/block_step.cpp, word for word)."""
@@ -57,13 +70,7 @@ def block_step(z, f_out, z_next, active, converged, diverged, nstep, abs_res, re
                          f"got {z.dtype}")
     like(op, "f_out", f_out, "z", z)
     like(op, "z_next", z_next, "z", z)
-    B = z.shape[0]
-    for name, t in (("active", active), ("converged", converged), ("diverged", diverged)):
-        vec(op, name, t, B, torch.bool)
-    vec(op, "nstep", nstep, B, torch.int32)
-    for name, t in (("abs_res", abs_res), ("rel_res", rel_res)):
-        vec(op, name, t, B, residual_dtype(z.dtype))
-    vec(op, "step", step, 1, torch.int64)
+    update_state(op, z, active, converged, diverged, nstep, abs_res, rel_res, step)
     placement(op, [("z", z), ("f_out", f_out), ("z_next", z_next), ("active", active),
                    ("converged", converged), ("diverged", diverged), ("nstep", nstep),
                    ("abs_res", abs_res), ("rel_res", rel_res), ("step", step)], z)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from eqkernels.ops._checks import STATE_DTYPES, residual_dtype, shape, vec
+from eqkernels.ops._checks import STATE_DTYPES, residual_dtype, shape, update_state
 
 DTYPES = STATE_DTYPES  # float32 and bfloat16 everywhere; float64 for the reference and tests
 
@@ -148,13 +148,7 @@ def rmsnorm_update(z, r, sumsq, z_next, active, converged, diverged, nstep, abs_
             raise ValueError(f"{op}: {name} must have z's shape {shape(z)}, got {shape(t)}")
         _same_dtype(op, name, t, "z", z)
     _row_vector(op, "sumsq", sumsq, z.shape[:-1], residual_dtype(z.dtype))
-    B = z.shape[0]
-    for name, t in (("active", active), ("converged", converged), ("diverged", diverged)):
-        vec(op, name, t, B, torch.bool)
-    vec(op, "nstep", nstep, B, torch.int32)
-    for name, t in (("abs_res", abs_res), ("rel_res", rel_res)):
-        vec(op, name, t, B, residual_dtype(z.dtype))
-    vec(op, "step", step, 1, torch.int64)
+    update_state(op, z, active, converged, diverged, nstep, abs_res, rel_res, step)
     _eps(op, eps)
     _placement(op, [("z", z), ("r", r), ("sumsq", sumsq), ("z_next", z_next),
                     ("active", active), ("converged", converged), ("diverged", diverged),

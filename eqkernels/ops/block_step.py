@@ -13,14 +13,45 @@ z_next may alias z. Arithmetic is in float32 (float64 for float64 z), norms are
 accumulated in float32 or wider even for bfloat16 z; residuals are stored as
 float32 (float64 for float64 z).
 
-The noise is counter-based, so every backend draws the same eps: element i of the
-flattened (B, n) tensor at step key k takes two uniforms
-    u_j = (hash(hash(2 i + j) ^ k) >> 8 + 0.5) / 2**24,  j = 0, 1
-(hash = Wellons' 32-bit "lowbias32" mixer, all arithmetic mod 2**32) and
-    eps = sqrt(-2 ln u_0) * cos(2 pi u_1)           (Box-Muller, in float32).
-The uniforms are bit-identical on every backend; ln and cos are each backend's own float32
-versions (vectorised polynomials in the C++ kernel, libdevice on CUDA), so eps agrees to a
-few float32 ulp (|d eps| < 1e-6 measured), not bit for bit, and float64 state inherits that.
+The noise is counter-based, so every backend draws the same eps, bit for bit. Element i of the
+flattened (B, n) tensor (i mod 2**32) at step key k belongs to the pair c = i >> 1, whose two
+elements 2c and 2c + 1 are the two outputs of one Box-Muller transform (integer arithmetic mod
+2**32, bit j = (h >> j) & 1):
+
+    (h0, h1) = Philox2x32-10(counter (c, 0), key k)      Salmon et al., SC11 (below)
+    u0 = (2 (h0 >> 9) + 1) / 2**24                        in (0, 1), exact in float32
+    rad = sqrt(-2 * LOG(u0))
+    r = 2 ((h1 >> 9) & (2**21 - 1)) + 1 - 2**21;  v = r / 2**24 in (-1/8, 1/8), exact
+    C = COS(v), negated when bit 31 of h1 is set;  S = SIN(v)
+    (eps[2c], eps[2c + 1]) = (rad * C, rad * S), or (rad * S, rad * C) when bit 30 of h1 is set
+
+(2 pi v is an angle within 1/8 turn of 0; the sign puts it around 0 or 1/2 turn, the swap
+reflects it to around 1/4 or 3/4 turn: the angle is uniform over the 2**23 odd multiples of
+2 pi / 2**24. rad <= sqrt(48 ln 2) = 5.77: P(|N| > 5.77) = 8e-9 is cut off.)
+Philox2x32-10: (L, R) = (c, 0); ten rounds of (L, R) <- (hi(M L) ^ k_i ^ R, lo(M L)) with
+hi/lo the halves of the 64-bit product, M = PHILOX_M = 0xD256D193, k_i = k + i * PHILOX_W
+(0x9E3779B9); (h0, h1) = (L, R). Ten rounds is the generator's standard (it passes TestU01's
+BigCrush with margin); a pair costs ten 32x32->64 multiplies, 5 an element.
+LOG, COS and SIN are fixed float32 programs (coefficients: constants.NOISE_*_POLY, exact
+float32 values; fma = one rounding; every other operation rounded to float32 on its own):
+    LOG(u):  ix = bits(u) as int32;  e = (ix - 0x3f3504f3) >> 23 (arithmetic);
+             t = float(ix - e * 2**23 as bits) - 1;
+             q = Q8;  q = fma(q, t, Q_j) for j = 7 .. 0;
+             LOG = fma(float(e), LN2, fma(t * t, q, t))
+    w = v * v
+    SIN(v) = fma(v, S0, v * (w * fma(fma(S3, w, S2), w, S1)))
+    COS(v) = fma(w, fma(fma(fma(C3, w, C2), w, C1), w, C0), 1)
+and sqrt is the correctly rounded one. Against exact math, over every possible u0 and every v
+(scripts/fit_noise_polynomials.py): LOG within 0.86 ulp, rad 0.96 ulp, SIN 1.08 ulp, COS
+0.99 ulp; eps within 2 ulp of rad (1.92 the worst of 4M pairs; tests/test_noise_stream.py).
+The stream repeats every 2**32 elements.
+Every backend evaluates exactly these operations: the C++ and CUDA kernels through
+csrc/common/kernel_common.h (one source for both), Triton through the helpers of
+ops/triton/block_step.py, this module in PyTorch (fma through float64, exactly). So eps is
+bit-identical on every backend; only the epilogue's own mul/add may be contracted into an FMA
+by a compiler that is not told otherwise (Triton inside torch.compile: 1 ulp of z_next there).
+(Until 2026-12 the stream hashed four lowbias32 rounds an element and used one Box-Muller
+output, with each library's own log and cos; runs seeded before then draw other noise now.)
 The key of update number t of a run seeded with `seed` is `noise_key(seed, t)`. The op reads
 t from the device: `step` is a (1,) int64 tensor counting the updates drawn so far; a call
 draws the key noise_key(seed, step + 1) and stores step + 1, on the device, so a CUDA graph
@@ -35,7 +66,6 @@ and calls it.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -45,7 +75,9 @@ from eqkernels.ops import _checks
 from eqkernels.ops._checks import STATE_DTYPES, residual_dtype  # noqa: F401 (public here)
 from eqkernels.ops.constants import HASH_MUL as _HASH_MUL
 from eqkernels.ops.constants import MASK32 as _MASK32
-from eqkernels.ops.constants import NOISE_STEP_OFFSET, REL_EPS
+from eqkernels.ops.constants import (NOISE_COS_POLY, NOISE_LN2, NOISE_LOG_POLY, NOISE_SIN_POLY,
+                                     NOISE_STEP_OFFSET, PHILOX_M, PHILOX_ROUNDS, PHILOX_W,
+                                     REL_EPS)
 from eqkernels.ops.tracking import STOP_MODES, SolveState
 
 
@@ -114,18 +146,90 @@ def _lowbias32_t(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _fma32(a: torch.Tensor, b, c) -> torch.Tensor:
+    """fma(a, b, c) of float32 values rounded once to float32, computed exactly in float64:
+    a * b is exact there; the sum rounds once, and rounding that to float32 can only differ
+    from one rounding when it lands exactly halfway between two floats while the exact sum does
+    not: then it moves one float64 ulp towards the exact sum (TwoSum's error) first."""
+    p = a.double() * (b.double() if isinstance(b, torch.Tensor) else float(b))
+    cd = c.double() if isinstance(c, torch.Tensor) else torch.full_like(p, float(c))
+    s = p + cd
+    bb = s - p
+    err = (p - (s - bb)) + (cd - bb)
+    bits = s.view(torch.int64)
+    halfway = (bits & 0x1FFFFFFF) == 0x10000000
+    toward = torch.where((err > 0) == (s > 0), 1, -1)
+    bits = torch.where(halfway & (err != 0), bits + toward, bits)
+    return bits.view(torch.float64).to(torch.float32)
+
+
+def _umul32(x: torch.Tensor, c: int):
+    """(hi, lo) 32-bit halves of x * c for int64 tensors x of uint32 values and a uint32 c,
+    without overflowing int64 (16-bit halves of x)."""
+    x1, x0 = x >> 16, x & 0xFFFF
+    p0 = x0 * c                          # < 2**48
+    p1 = x1 * c                          # < 2**48
+    lo = (p0 + ((p1 & 0xFFFF) << 16)) & _MASK32
+    hi = (p1 + (p0 >> 16)) >> 16
+    return hi, lo
+
+
+def philox2x32_ref(c0: torch.Tensor, c1, key):
+    """Philox2x32-10 (module docstring) of counters (c0, c1) (int64 tensors of uint32 values, or
+    c1 an int) under a uint32 key (an int or an int64 tensor of one element): (h0, h1)."""
+    for i in range(PHILOX_ROUNDS):
+        hi, lo = _umul32(c0, PHILOX_M)
+        c0, c1 = hi ^ ((key + i * PHILOX_W) & _MASK32) ^ c1, lo
+    return c0, c1
+
+
+def _log32(u: torch.Tensor) -> torch.Tensor:
+    """LOG of the module docstring on float32 u > 0 (normal)."""
+    ix = u.view(torch.int32)
+    e = (ix - 0x3F3504F3) >> 23
+    t = (ix - e * (1 << 23)).view(torch.float32) - 1.0
+    q = torch.full_like(t, NOISE_LOG_POLY[8])
+    for coef in NOISE_LOG_POLY[7::-1]:
+        q = _fma32(q, t, coef)
+    return _fma32(e.to(torch.float32), NOISE_LN2, _fma32(t * t, q, t))
+
+
+def _sincos32(r: torch.Tensor):
+    """(COS(v), SIN(v)) of the module docstring for v = r / 2**24, r an integer tensor."""
+    v = r.to(torch.float32) * 2.0**-24
+    w = v * v
+    ps = _fma32(_fma32(torch.full_like(w, NOISE_SIN_POLY[3]), w, NOISE_SIN_POLY[2]), w,
+                NOISE_SIN_POLY[1])
+    sn = _fma32(v, NOISE_SIN_POLY[0], v * (w * ps))
+    pc = torch.full_like(w, NOISE_COS_POLY[3])
+    for coef in NOISE_COS_POLY[2::-1]:
+        pc = _fma32(pc, w, coef)
+    return _fma32(w, pc, 1.0), sn
+
+
+def standard_normal_pairs_ref(key, c: torch.Tensor):
+    """(eps[2c], eps[2c + 1]) float32 for pair counters c (an int64 tensor of values in
+    [0, 2**31)) at step key `key` (an int, or an int64 tensor of one element)."""
+    key = key.reshape(()) if isinstance(key, torch.Tensor) else key
+    h0, h1 = philox2x32_ref(c, 0, key & _MASK32)
+    u0 = ((h0 >> 9) * 2 + 1).to(torch.float32) * 2.0**-24
+    # sqrt correctly rounded: float64 then float32 (exact: 53 >= 2 * 24 + 2 bits), because
+    # torch's float32 sqrt on the CPU is not (1 ulp off for a third of these inputs)
+    rad = torch.sqrt((-2.0 * _log32(u0)).double()).to(torch.float32)
+    cs, sn = _sincos32(((h1 >> 8) & 0x3FFFFE) + (1 - (1 << 21)))
+    cs = torch.where(((h1 >> 31) & 1) == 1, -cs, cs)
+    swap = ((h1 >> 30) & 1) == 1
+    return rad * torch.where(swap, sn, cs), rad * torch.where(swap, cs, sn)
+
+
 def standard_normal_ref(key, B: int, n: int, device=None) -> torch.Tensor:
     """(B, n) float32 eps of the noise stream at key `key` (see the module docstring).
 
     key: an int, or an int64 tensor of one element (a key computed on the device)."""
-    idx = torch.arange(B * n, device=device, dtype=torch.int64) & _MASK32
-    key = key.reshape(()) if isinstance(key, torch.Tensor) else key
-    u = []
-    for j in (0, 1):
-        h = _lowbias32_t(_lowbias32_t((2 * idx + j) & _MASK32) ^ (key & _MASK32))
-        u.append(((h >> 8).to(torch.float32) + 0.5) * (1.0 / 2**24))
-    eps = torch.sqrt(-2.0 * torch.log(u[0])) * torch.cos((2.0 * math.pi) * u[1])
-    return eps.reshape(B, n)
+    N = B * n
+    pairs = torch.arange((N + 1) // 2, device=device, dtype=torch.int64) & (_MASK32 >> 1)
+    e0, e1 = standard_normal_pairs_ref(key, pairs)
+    return torch.stack((e0, e1), dim=1).reshape(-1)[:N].reshape(B, n)
 
 
 def block_step_ref(z, f_out, z_next, state: SolveState, *, damping: float, sigma: float,

@@ -1,15 +1,20 @@
 """Triton backend of the fused Anderson step (semantics: `eqkernels.ops.anderson_mix`).
 
-Each program takes BLOCK_B samples (1 for wide rows; several when rows are short,
-so the small per-sample work is shared) and runs, per sample:
-  pass 1  stream z, f(z) and the old history residuals G once: residual norms and
-          the dots g . G_j for every old slot, all accumulated in float64;
-  then    the decisions (divergence, best iterate, convergence, restart), the new
-          Gram row/column and the k x k Cholesky solve, in registers;
-  pass 2  stream z, f(z), X, G again: push (z, g) into the ring buffer, copy the
-          best iterate and write z_out = sum_j alpha_j (X_j + beta G_j).
+Three launches (the CUDA kernel's structure, csrc/cuda/anderson_mix.cu):
+  dots    each program takes BLOCK_B samples and one chunk of their columns (on a GPU a wide row
+          is split over several programs, so every SM gets work whatever B is) and streams
+          z, f(z) and the old history residuals G once: residual norms and the dots g . G_j for
+          every old slot, accumulated in float64, written per (sample, chunk) to a workspace;
+  decide  per BLOCK_B samples: the chunks' sums (in chunk order: deterministic), the decisions
+          (divergence, best iterate, convergence, restart), the new Gram row/column and the
+          k x k Cholesky solve, in registers; the mixing plan (flags, slot, rows to read,
+          weights) goes to the workspace;
+  mix     programs as in dots, in reverse order (the chunks dots read last are likeliest to be
+          in L2 still): push (z, g) into the ring buffer, copy the best iterate and write
+          z_out = sum_j alpha_j (X_j + beta G_j).
 Tiles are (sample b, history slot i, column) or (sample b, slot i, slot j).
-Runs compiled on CUDA tensors, or under TRITON_INTERPRET=1 on CPU tensors.
+Runs compiled on CUDA tensors, or under TRITON_INTERPRET=1 on CPU tensors (one chunk a row:
+the interpreter pays per program).
 
 Tile budget: BLOCK_B is capped by the history tile (BLOCK_B, M_PAD, BLOCK_N) *and* by the
 Gram / Cholesky tiles (BLOCK_B, M_PAD, M_PAD), which for small n would otherwise grow without
@@ -44,51 +49,44 @@ _GRAM_ELEMS_GPU = 256
 _TILE_ELEMS_INTERPRETED = 1 << 17
 _MAX_BLOCK_N_INTERPRETED = 1024
 _NUM_WARPS = 4
+# Columns of one dots / mix program on a GPU: tiles it streams (n = 8192, m = 8: 4 chunks).
+_CHUNK_TILES_GPU = 8
+# Plan columns of the workspace after the weights: flags (1 live, 2 improved), slot, rows read.
+_PLAN_COLS = 3
+_PLAN_INTS = tl.constexpr(_PLAN_COLS)
 
 
 @triton.jit
-def _anderson_step_kernel(
-    z_ptr, fz_ptr, out_ptr, best_z_ptr,           # (B, n) data dtype T, strided
-    active_ptr, converged_ptr, diverged_ptr,      # (B,) bool
-    nstep_ptr, count_ptr,                         # (B,) int32
-    abs_res_ptr, rel_res_ptr, best_abs_ptr, best_rel_ptr,  # (B,) T
-    X_ptr, G_ptr,                                 # (B, M, n) T, contiguous
-    gram_ptr,                                     # (B, M, M) float64, contiguous
-    B, n,
+def _anderson_dots_kernel(
+    z_ptr, fz_ptr,                                # (B, n) data dtype T, strided
+    active_ptr, count_ptr,                        # (B,) bool, int32 (read only here)
+    G_ptr,                                        # (B, M, n) T, contiguous
+    part_ptr,                                     # (B, n_chunks, M_PAD + 2) float64
+    B, n, chunk,
     stride_zb, stride_zn, stride_fb, stride_fn,
-    stride_ob, stride_on, stride_bb, stride_bn,
-    # float64 annotations: an unannotated Python float would arrive as fp32
-    tol: tl.float64, beta: tl.float64, lam: tl.float64, restart_growth: tl.float64,
-    rel_eps: tl.float64, pivot_rtol: tl.float64,
-    REL_MODE: tl.constexpr,
-    M: tl.constexpr,       # history size m
-    M_PAD: tl.constexpr,   # next power of two >= m
-    BLOCK_B: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    M: tl.constexpr, M_PAD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    # Inactive samples (and padding rows) are frozen: nothing changes for them.
     act = tl.load(active_ptr + rows, mask=rows < B, other=0) != 0
     if tl.max(act.to(tl.int32), axis=0) == 0:
         return
-    T = z_ptr.dtype.element_ty
     rows64 = rows.to(tl.int64)  # 64-bit offsets: B * M * n can pass 2**31
     si = tl.arange(0, M_PAD)[None, :]                # (1, M_PAD) history slot
-    si3 = tl.arange(0, M_PAD)[None, :, None]         # (1, M_PAD, 1)
     hist_row = (rows64 * M)[:, None] * n + si.to(tl.int64) * n  # (BLOCK_B, M_PAD) row starts
     col_idx = tl.arange(0, BLOCK_N)
-
     count = tl.load(count_ptr + rows, mask=act, other=0)
     old_valid = (si < tl.minimum(count, M)[:, None]) & act[:, None]
+    lo = tl.program_id(1) * chunk
+    hi = tl.minimum(lo + chunk, n)
 
-    # ---- pass 1: |g|^2, |f(z)|^2 and g . G_j over the old slots, in float64 ---------
-    # Lane-wise partial sums, reduced once after the loop.
+    # |g|^2, |f(z)|^2 and g . G_j over the old slots, in float64: lane-wise partial sums,
+    # reduced once after the loop.
     gg_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
     ff_acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float64)
     dot_acc = tl.zeros([BLOCK_B, M_PAD, BLOCK_N], dtype=tl.float64)
-    for start in range(0, n, BLOCK_N):
+    for start in range(lo, hi, BLOCK_N):
         cols = (start + col_idx)[None, :]
-        cmask = act[:, None] & (cols < n)
+        cmask = act[:, None] & (cols < hi)
         zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn), mask=cmask, other=0.0)
         fv = tl.load(fz_ptr + _offsets(rows64, cols, stride_fb, stride_fn), mask=cmask, other=0.0)
         g64 = (fv - zv).to(tl.float64)  # the residual is formed in T, like the reference
@@ -98,11 +96,56 @@ def _anderson_step_kernel(
         Gt = tl.load(G_ptr + hist_row[:, :, None] + cols.to(tl.int64)[:, None, :],
                      mask=old_valid[:, :, None] & cmask[:, None, :], other=0.0)
         dot_acc += Gt.to(tl.float64) * g64[:, None, :]
-    gg = tl.sum(gg_acc, axis=1)
+    base = part_ptr + (rows64 * tl.num_programs(1) + tl.program_id(1)) * (M_PAD + 2)
+    tl.store(base, tl.sum(gg_acc, axis=1), mask=act)
+    tl.store(base + 1, tl.sum(ff_acc, axis=1), mask=act)
+    tl.store(base[:, None] + 2 + si, tl.sum(dot_acc, axis=2), mask=act[:, None])
+
+
+@triton.jit
+def _anderson_decide_kernel(
+    active_ptr, converged_ptr, diverged_ptr,      # (B,) bool
+    nstep_ptr, count_ptr,                         # (B,) int32
+    abs_res_ptr, rel_res_ptr, best_abs_ptr, best_rel_ptr,  # (B,) T
+    gram_ptr,                                     # (B, M, M) float64, contiguous
+    part_ptr,                                     # (B, N_CHUNKS, M_PAD + 2) float64
+    plan_ptr,                                     # (B, M_PAD + _PLAN_INTS) float64: the plan
+    B,
+    # float64 annotations: an unannotated Python float would arrive as fp32
+    tol: tl.float64, lam: tl.float64, restart_growth: tl.float64,
+    rel_eps: tl.float64, pivot_rtol: tl.float64,
+    REL_MODE: tl.constexpr,
+    M: tl.constexpr,       # history size m
+    M_PAD: tl.constexpr,   # next power of two >= m
+    N_CHUNKS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    act = tl.load(active_ptr + rows, mask=rows < B, other=0) != 0
+    rows64 = rows.to(tl.int64)
+    T = abs_res_ptr.dtype.element_ty
+    si = tl.arange(0, M_PAD)[None, :]                # (1, M_PAD) history slot
+    si3 = tl.arange(0, M_PAD)[None, :, None]         # (1, M_PAD, 1)
+    plan = plan_ptr + rows64 * (M_PAD + _PLAN_INTS)
+    if tl.max(act.to(tl.int32), axis=0) == 0:
+        tl.store(plan + M_PAD, 0.0, mask=rows < B)   # flags: nothing to mix
+        return
+    count = tl.load(count_ptr + rows, mask=act, other=0)
+
+    # ---- the chunks' partial sums, in chunk order -------------------------------------
+    gg = tl.zeros([BLOCK_B], dtype=tl.float64)
+    ff = tl.zeros([BLOCK_B], dtype=tl.float64)
+    dots = tl.zeros([BLOCK_B, M_PAD], dtype=tl.float64)
+    for c in range(N_CHUNKS):
+        base = part_ptr + (rows64 * N_CHUNKS + c) * (M_PAD + 2)
+        gg += tl.load(base, mask=act, other=0.0)
+        ff += tl.load(base + 1, mask=act, other=0.0)
+        dots += tl.load(base[:, None] + 2 + si, mask=act[:, None], other=0.0)
+    old_valid = (si < tl.minimum(count, M)[:, None]) & act[:, None]
+    dots = tl.where(old_valid, dots, 0.0)
     abs_res = tl.sqrt(gg)
-    fz_norm = tl.sqrt(tl.sum(ff_acc, axis=1))
+    fz_norm = tl.sqrt(ff)
     rel_res = abs_res / (fz_norm + rel_eps)
-    dots = tl.sum(dot_acc, axis=2)
 
     # ---- bookkeeping (tracking.py) -----------------------------------------------------
     nstep = tl.load(nstep_ptr + rows, mask=act, other=0)
@@ -200,39 +243,75 @@ def _anderson_step_kernel(
     count = tl.where(failed, 0, count)
     tl.store(count_ptr + rows, count, mask=live)
 
-    # ---- pass 2: push (z, g), copy the best iterate, mix -----------------------------
-    # Old rows the mix reads from memory: the new slot comes from registers, and a
-    # failed solve reads none.
-    n_read = tl.where(failed, 0, k)
-    read_hist = (si < n_read[:, None]) & (si != slot[:, None]) & live[:, None]
+    # ---- the plan mix follows: weights, flags, slot, old rows read ----------------------
+    flags = tl.where(live, 1, 0) + tl.where(improved, 2, 0)
+    n_read = tl.where(failed, 0, k)  # old rows the mix reads from memory (a failed solve: none)
+    tl.store(plan[:, None] + si, alpha, mask=(rows < B)[:, None])
+    tl.store(plan + M_PAD, flags.to(tl.float64), mask=rows < B)
+    tl.store(plan + M_PAD + 1, slot.to(tl.float64), mask=rows < B)
+    tl.store(plan + M_PAD + 2, n_read.to(tl.float64), mask=rows < B)
+
+
+@triton.jit
+def _anderson_mix_kernel(
+    z_ptr, fz_ptr, out_ptr, best_z_ptr,           # (B, n) data dtype T, strided
+    X_ptr, G_ptr,                                 # (B, M, n) T, contiguous
+    plan_ptr,                                     # (B, M_PAD + _PLAN_INTS) float64
+    B, n, chunk,
+    stride_zb, stride_zn, stride_fb, stride_fn,
+    stride_ob, stride_on, stride_bb, stride_bn,
+    beta: tl.float64,
+    M: tl.constexpr, M_PAD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # Reverse order: dots streamed the last programs' columns last (likeliest still in L2).
+    pid0 = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid1 = tl.num_programs(1) - 1 - tl.program_id(1)
+    rows = pid0 * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows64 = rows.to(tl.int64)
+    plan = plan_ptr + rows64 * (M_PAD + _PLAN_INTS)
+    flags = tl.load(plan + M_PAD, mask=rows < B, other=0.0).to(tl.int32)
+    live = (flags & 1) != 0
+    improved = (flags & 2) != 0
     need = live | improved
-    if tl.max(need.to(tl.int32), axis=0) > 0:
-        new_row = (rows64 * M + slot) * n     # (BLOCK_B,) start of the pushed row
-        for start in range(0, n, BLOCK_N):
-            cols = (start + col_idx)[None, :]
-            in_n = cols < n
-            zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn),
-                         mask=need[:, None] & in_n, other=0.0)
-            tl.store(best_z_ptr + _offsets(rows64, cols, stride_bb, stride_bn), zv,
-                     mask=improved[:, None] & in_n)
-            lmask = live[:, None] & in_n
-            g = tl.load(fz_ptr + _offsets(rows64, cols, stride_fb, stride_fn),
-                        mask=lmask, other=0.0) - zv
-            hist_mask = read_hist[:, :, None] & in_n[:, None, :]
-            hist_off = hist_row[:, :, None] + cols.to(tl.int64)[:, None, :]
-            Xt = tl.load(X_ptr + hist_off, mask=hist_mask, other=0.0)
-            Gt = tl.load(G_ptr + hist_off, mask=hist_mask, other=0.0)
-            Xt = tl.where(is_slot[:, :, None], zv[:, None, :], Xt)
-            Gt = tl.where(is_slot[:, :, None], g[:, None, :], Gt)
-            mixed = tl.sum(alpha[:, :, None] * (Xt.to(tl.float64) + beta * Gt.to(tl.float64)),
-                           axis=1)
-            tl.store(X_ptr + new_row[:, None] + cols.to(tl.int64), zv, mask=lmask)
-            tl.store(G_ptr + new_row[:, None] + cols.to(tl.int64), g, mask=lmask)
-            # z_out may alias z: every thread's loads of this chunk must be done
-            # before any thread overwrites it (threads may hold other elements).
-            tl.debug_barrier()
-            tl.store(out_ptr + _offsets(rows64, cols, stride_ob, stride_on), mixed.to(T),
-                     mask=lmask)
+    if tl.max(need.to(tl.int32), axis=0) == 0:
+        return
+    T = z_ptr.dtype.element_ty
+    si = tl.arange(0, M_PAD)[None, :]                # (1, M_PAD) history slot
+    hist_row = (rows64 * M)[:, None] * n + si.to(tl.int64) * n  # (BLOCK_B, M_PAD) row starts
+    col_idx = tl.arange(0, BLOCK_N)
+    slot = tl.load(plan + M_PAD + 1, mask=live, other=0.0).to(tl.int32)
+    n_read = tl.load(plan + M_PAD + 2, mask=live, other=0.0).to(tl.int32)
+    alpha = tl.load(plan[:, None] + si, mask=live[:, None], other=0.0)
+    is_slot = si == slot[:, None]
+    read_hist = (si < n_read[:, None]) & (si != slot[:, None]) & live[:, None]
+    new_row = (rows64 * M + slot) * n     # (BLOCK_B,) start of the pushed row
+    lo = pid1 * chunk
+    hi = tl.minimum(lo + chunk, n)
+    for start in range(lo, hi, BLOCK_N):
+        cols = (start + col_idx)[None, :]
+        in_n = cols < hi
+        zv = tl.load(z_ptr + _offsets(rows64, cols, stride_zb, stride_zn),
+                     mask=need[:, None] & in_n, other=0.0)
+        tl.store(best_z_ptr + _offsets(rows64, cols, stride_bb, stride_bn), zv,
+                 mask=improved[:, None] & in_n)
+        lmask = live[:, None] & in_n
+        g = tl.load(fz_ptr + _offsets(rows64, cols, stride_fb, stride_fn),
+                    mask=lmask, other=0.0) - zv
+        hist_mask = read_hist[:, :, None] & in_n[:, None, :]
+        hist_off = hist_row[:, :, None] + cols.to(tl.int64)[:, None, :]
+        Xt = tl.load(X_ptr + hist_off, mask=hist_mask, other=0.0, eviction_policy="evict_first")
+        Gt = tl.load(G_ptr + hist_off, mask=hist_mask, other=0.0, eviction_policy="evict_first")
+        Xt = tl.where(is_slot[:, :, None], zv[:, None, :], Xt)
+        Gt = tl.where(is_slot[:, :, None], g[:, None, :], Gt)
+        mixed = tl.sum(alpha[:, :, None] * (Xt.to(tl.float64) + beta * Gt.to(tl.float64)),
+                       axis=1)
+        tl.store(X_ptr + new_row[:, None] + cols.to(tl.int64), zv, mask=lmask)
+        tl.store(G_ptr + new_row[:, None] + cols.to(tl.int64), g, mask=lmask)
+        # z_out may alias z: every thread's loads of this chunk must be done
+        # before any thread overwrites it (threads may hold other elements).
+        tl.debug_barrier()
+        tl.store(out_ptr + _offsets(rows64, cols, stride_ob, stride_on), mixed.to(T),
+                 mask=lmask)
 
 
 def _block_sizes(B, n, M_PAD, interpreted):
@@ -241,7 +320,9 @@ def _block_sizes(B, n, M_PAD, interpreted):
     budget = _TILE_ELEMS_INTERPRETED if interpreted else _TILE_ELEMS_GPU
     cap_n = _MAX_BLOCK_N_INTERPRETED if interpreted else budget // M_PAD
     BLOCK_N = min(triton.next_power_of_2(max(n, 1)), max(cap_n, 16))
-    cap_b = max(budget // (M_PAD * BLOCK_N), 1)
+    # Several short rows a program: the dots' float64 sums |g|^2 and |fz|^2 ride along the
+    # history rows, so count at least two (at m = 1, 8 rows of 256 spilled on sm_90, triton 3.6).
+    cap_b = max(budget // (max(M_PAD, 2) * BLOCK_N), 1)
     if not interpreted:
         cap_b = min(cap_b, max(_GRAM_ELEMS_GPU // (M_PAD * M_PAD), 1))
     BLOCK_B = min(triton.next_power_of_2(B), cap_b)
@@ -249,11 +330,24 @@ def _block_sizes(B, n, M_PAD, interpreted):
 
 
 def kernel_config(B: int, n: int, m: int, stop_rel: bool, interpreted: bool = False) -> dict:
-    """The constexprs and num_warps one launch uses (scripts/triton_aot.py compiles these)."""
+    """The constexprs and num_warps of the three launches (scripts/triton_aot.py compiles
+    these), and the column chunk of a dots / mix program."""
     M_PAD = triton.next_power_of_2(m)
     BLOCK_B, BLOCK_N = _block_sizes(B, n, M_PAD, interpreted)
+    chunk = max(n, 1) if interpreted else BLOCK_N * _CHUNK_TILES_GPU
     return dict(REL_MODE=bool(stop_rel), M=m, M_PAD=M_PAD, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N,
-                num_warps=_NUM_WARPS)
+                num_warps=_NUM_WARPS, chunk=chunk)
+
+
+def stream_config(cfg: dict) -> dict:
+    """The dots / mix kernels' constexprs and num_warps."""
+    return {k: cfg[k] for k in ("M", "M_PAD", "BLOCK_B", "BLOCK_N", "num_warps")}
+
+
+def decide_config(cfg: dict, n_chunks: int) -> dict:
+    """The decide kernel's constexprs and num_warps."""
+    return dict(REL_MODE=cfg["REL_MODE"], M=cfg["M"], M_PAD=cfg["M_PAD"], N_CHUNKS=n_chunks,
+                BLOCK_B=cfg["BLOCK_B"], num_warps=cfg["num_warps"])
 
 
 _SCHEMA = ("(Tensor z, Tensor fz, Tensor(a!) z_out, Tensor(b!) active, Tensor(c!) converged, "
@@ -278,23 +372,30 @@ def anderson_step_triton(z: Tensor, fz: Tensor, z_out: Tensor, active: Tensor,
     B, n = z.shape
     if B == 0 or _interpreting_fake(z):
         return
-    cfg = kernel_config(B, n, X.shape[1], stop_rel, interpreted=z.device.type == "cpu")
-    kernel = torch.library.wrap_triton(_anderson_step_kernel)
+    m = X.shape[1]
+    cfg = kernel_config(B, n, m, stop_rel, interpreted=z.device.type == "cpu")
+    chunk = cfg["chunk"]
+    n_chunks = triton.cdiv(max(n, 1), chunk)
+    M_PAD = cfg["M_PAD"]
+    part = torch.empty((B, n_chunks, M_PAD + 2), dtype=torch.float64, device=z.device)
+    plan = torch.empty((B, M_PAD + _PLAN_COLS), dtype=torch.float64, device=z.device)
+    grid = (triton.cdiv(B, cfg["BLOCK_B"]), n_chunks)
+    stream = stream_config(cfg)
     options = {} if torch.compiler.is_compiling() else LAUNCH_OPTIONS
     with launch_guard(z.device):
-        kernel[(triton.cdiv(B, cfg["BLOCK_B"]),)](
-            z, fz, z_out, best_z,
-            active, converged, diverged,
-            nstep, count,
-            abs_res, rel_res, best_abs, best_rel,
-            X, G, gram,
-            B, n,
+        torch.library.wrap_triton(_anderson_dots_kernel)[grid](
+            z, fz, active, count, G, part, B, n, chunk,
+            z.stride(0), z.stride(1), fz.stride(0), fz.stride(1), **stream, **options)
+        torch.library.wrap_triton(_anderson_decide_kernel)[(grid[0],)](
+            active, converged, diverged, nstep, count, abs_res, rel_res, best_abs, best_rel,
+            gram, part, plan, B,
+            float(tol), float(lam), float(restart_growth), float(REL_EPS),
+            float(CHOL_PIVOT_RTOL), **decide_config(cfg, n_chunks), **options)
+        torch.library.wrap_triton(_anderson_mix_kernel)[grid](
+            z, fz, z_out, best_z, X, G, plan, B, n, chunk,
             z.stride(0), z.stride(1), fz.stride(0), fz.stride(1),
             z_out.stride(0), z_out.stride(1), best_z.stride(0), best_z.stride(1),
-            float(tol), float(beta), float(lam), float(restart_growth),
-            float(REL_EPS), float(CHOL_PIVOT_RTOL),
-            **cfg, **options,
-        )
+            float(beta), **stream, **options)
 
 
 @functools.lru_cache(maxsize=None)

@@ -32,11 +32,12 @@ from eqkernels.ops import _looped_checks
 from eqkernels.ops.constants import MASK32 as _MASK32
 from eqkernels.ops.constants import REL_EPS
 from eqkernels.ops.triton._looped_common import cast_to, interpreted, launch_guard, nothing_to_run
-from eqkernels.ops.triton.block_step import LAUNCH_OPTIONS, _noise_key, _standard_normal
+from eqkernels.ops.triton.block_step import (LAUNCH_OPTIONS, _bookkeeping, _noise_key,
+                                             _standard_normal, _standard_normal_pair)
 
 # Elements of one tile: block_step's budgets (registers with the noise temporaries live).
 _TILE_ELEMS = 1024
-_TILE_ELEMS_NOISE = 256
+_TILE_ELEMS_NOISE = 512  # 256 pairs: one a thread at 8 warps in each half (block_step's)
 _TILE_ELEMS_INTERPRETED = 1 << 14
 _NUM_WARPS = 8
 _FINISH_ELEMS = 1024  # (BLOCK_B x BLOCK_P) float64 partials of the finishing kernel, twice
@@ -45,27 +46,32 @@ TARGET_PROGRAMS = 528
 
 
 @triton.jit
-def _bookkeeping(rows, act, dd, qq, active_ptr, converged_ptr, diverged_ptr, nstep_ptr,
-                 abs_res_ptr, rel_res_ptr, tol, rel_eps, REL_MODE: tl.constexpr):
-    """block_step's per-sample bookkeeping (eqkernels/ops/tracking.py) from the summed squares."""
-    R = abs_res_ptr.dtype.element_ty
-    abs_res = tl.sqrt(dd)
-    next_norm = tl.sqrt(qq)
-    rel_res = abs_res / (next_norm + rel_eps)
-    nstep = tl.load(nstep_ptr + rows, mask=act, other=0)
-    tl.debug_barrier()  # every thread has read nstep before one of them stores it
-    tl.store(nstep_ptr + rows, nstep + 1, mask=act)
-    tl.store(abs_res_ptr + rows, abs_res.to(R), mask=act)
-    tl.store(rel_res_ptr + rows, rel_res.to(R), mask=act)
-    finite = ((abs_res - abs_res) == 0) & ((next_norm - next_norm) == 0)
-    if REL_MODE:
-        metric = rel_res
+def _row_scale(sumsq_ptr, b, R, C, rows, rmask, epsw, W: tl.constexpr):
+    """rsqrt(sumsq / C + eps) of the tile's rows, in W (IEEE sqrt: the reference's rsqrt)."""
+    ss = tl.load(sumsq_ptr + b.to(tl.int64) * R + rows, mask=rmask, other=1.0).to(W)
+    if W == tl.float64:
+        return 1.0 / tl.sqrt(ss / C + epsw)
     else:
-        metric = abs_res
-    done = act & finite & (metric < tol)
-    tl.store(diverged_ptr + rows, 1, mask=act & (finite == 0))
-    tl.store(converged_ptr + rows, 1, mask=done)
-    tl.store(active_ptr + rows, 0, mask=act & ((finite == 0) | done))
+        return 1.0 / tl.sqrt_rn(ss / C + epsw)
+
+
+@triton.jit
+def _normed_tile(z_ptr, r_ptr, out_ptr, offs, mask, scale, eps_n, cz, cf, sig, W: tl.constexpr,
+                 HAS_NOISE: tl.constexpr, INTERPRETED: tl.constexpr):
+    """new = cz z + cf r scale (+ sig eps) on one tile of flat offsets, stored as T where mask;
+    returns the tile's (T(new) - z)^2 and T(new)^2 in float64 (0 outside mask)."""
+    T = z_ptr.dtype.element_ty
+    zv = tl.load(z_ptr + offs, mask=mask, other=0.0)
+    rv = tl.load(r_ptr + offs, mask=mask, other=0.0)
+    new = cz * zv.to(W) + cf * (rv.to(W) * scale[:, None])
+    if HAS_NOISE:
+        new = new + sig * eps_n.to(W)
+    new_t = cast_to(new, T, INTERPRETED)
+    tl.debug_barrier()  # z_next may alias z: all loads of the tile before the store
+    tl.store(out_ptr + offs, new_t, mask=mask)
+    q64 = new_t.to(tl.float64)
+    d64 = q64 - zv.to(tl.float64)
+    return tl.where(mask, d64 * d64, 0.0), tl.where(mask, q64 * q64, 0.0)
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -81,6 +87,7 @@ def _rmsnorm_update_kernel(
     rel_eps: tl.float64, eps: tl.float64,
     W: tl.constexpr,
     HAS_NOISE: tl.constexpr, REL_MODE: tl.constexpr, SPLIT: tl.constexpr,
+    PAIRED: tl.constexpr,     # C even: every row starts on a noise pair
     INTERPRETED: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -90,7 +97,6 @@ def _rmsnorm_update_kernel(
     act = tl.load(active_ptr + bvec) != 0
     if tl.max(act.to(tl.int32), axis=0) == 0:
         return
-    T = z_ptr.dtype.element_ty
     n = R * C
     base = b.to(tl.int64) * n
     cz = tl.full([], c_z, W)
@@ -99,36 +105,51 @@ def _rmsnorm_update_kernel(
     epsw = tl.full([], eps, W)
     key32 = _noise_key(seed.to(tl.uint32), tl.load(step_ptr) + 1)
     r_idx = tl.arange(0, BLOCK_R)
-    c_idx = tl.arange(0, BLOCK_C)
-    dd_acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float64)
-    qq_acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float64)
     row_end = tl.minimum((p + 1) * RP, R)
-    for r0 in range(p * RP, row_end, BLOCK_R):
-        rows = r0 + r_idx
-        rmask = rows < row_end
-        ss = tl.load(sumsq_ptr + b.to(tl.int64) * R + rows, mask=rmask, other=1.0).to(W)
-        if W == tl.float64:
-            scale = 1.0 / tl.sqrt(ss / C + epsw)
-        else:
-            scale = 1.0 / tl.sqrt_rn(ss / C + epsw)  # IEEE sqrt: the reference's rsqrt
-        for c0 in range(0, C, BLOCK_C):
-            cols = c0 + c_idx
-            mask = rmask[:, None] & (cols[None, :] < C)
-            offs = base + rows[:, None].to(tl.int64) * C + cols[None, :]
-            zv = tl.load(z_ptr + offs, mask=mask, other=0.0)
-            rv = tl.load(r_ptr + offs, mask=mask, other=0.0)
-            f = rv.to(W) * scale[:, None]
-            new = cz * zv.to(W) + cf * f
-            if HAS_NOISE:
-                eps_n = _standard_normal(offs.to(tl.uint32), key32, INTERPRETED)
-                new = new + sig * eps_n.to(W)
-            new_t = cast_to(new, T, INTERPRETED)
-            tl.debug_barrier()  # z_next may alias z: all loads of the tile before the store
-            tl.store(out_ptr + offs, new_t, mask=mask)
-            q64 = new_t.to(tl.float64)
-            d64 = q64 - zv.to(tl.float64)
-            dd_acc += tl.where(mask, d64 * d64, 0.0)
-            qq_acc += tl.where(mask, q64 * q64, 0.0)
+    if HAS_NOISE and PAIRED:
+        # C even: a tile's even and odd columns as two (BLOCK_R, BLOCK_C / 2) halves, each
+        # taking one output of the pair draw (block_step's layout, no interleaving shuffle).
+        half = tl.arange(0, BLOCK_C // 2)
+        dd_acc = tl.zeros([BLOCK_R, BLOCK_C // 2], dtype=tl.float64)
+        qq_acc = tl.zeros([BLOCK_R, BLOCK_C // 2], dtype=tl.float64)
+        for r0 in range(p * RP, row_end, BLOCK_R):
+            rows = r0 + r_idx
+            rmask = rows < row_end
+            scale = _row_scale(sumsq_ptr, b, R, C, rows, rmask, epsw, W)
+            for c0 in range(0, C, BLOCK_C):
+                cols = c0 + 2 * half
+                mask = rmask[:, None] & (cols[None, :] < C)
+                offs = base + rows[:, None].to(tl.int64) * C + cols[None, :]
+                # pair (flat index mod 2**32) / 2 = (index / 2) mod 2**31
+                e0, e1 = _standard_normal_pair((offs >> 1).to(tl.uint32) & 0x7FFFFFFF, key32,
+                                               INTERPRETED)
+                dd, qq = _normed_tile(z_ptr, r_ptr, out_ptr, offs, mask, scale, e0, cz, cf, sig,
+                                      W, True, INTERPRETED)
+                dd_acc += dd
+                qq_acc += qq
+                dd, qq = _normed_tile(z_ptr, r_ptr, out_ptr, offs + 1, mask, scale, e1, cz, cf,
+                                      sig, W, True, INTERPRETED)
+                dd_acc += dd
+                qq_acc += qq
+    else:
+        c_idx = tl.arange(0, BLOCK_C)
+        dd_acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float64)
+        qq_acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float64)
+        for r0 in range(p * RP, row_end, BLOCK_R):
+            rows = r0 + r_idx
+            rmask = rows < row_end
+            scale = _row_scale(sumsq_ptr, b, R, C, rows, rmask, epsw, W)
+            for c0 in range(0, C, BLOCK_C):
+                cols = c0 + c_idx
+                mask = rmask[:, None] & (cols[None, :] < C)
+                offs = base + rows[:, None].to(tl.int64) * C + cols[None, :]
+                eps_n = 0.0
+                if HAS_NOISE:  # C odd: a pair straddles two rows, each element draws its own
+                    eps_n = _standard_normal(offs.to(tl.uint32), key32, INTERPRETED)
+                dd, qq = _normed_tile(z_ptr, r_ptr, out_ptr, offs, mask, scale, eps_n, cz, cf,
+                                      sig, W, HAS_NOISE, INTERPRETED)
+                dd_acc += dd
+                qq_acc += qq
     dd = tl.sum(tl.sum(dd_acc, axis=1), axis=0) + tl.zeros([1], dtype=tl.float64)
     qq = tl.sum(tl.sum(qq_acc, axis=1), axis=0) + tl.zeros([1], dtype=tl.float64)
     if SPLIT:
@@ -174,7 +195,7 @@ def kernel_config(B: int, R: int, C: int, dtype: torch.dtype, sigma: float, stop
     RP = triton.cdiv(max(R, 1), min(max(P, 1), max(R, 1)))
     P = triton.cdiv(max(R, 1), RP)  # no program without rows
     return dict(W=tl.float64 if dtype == torch.float64 else tl.float32, HAS_NOISE=noisy,
-                REL_MODE=bool(stop_rel), SPLIT=P > 1, INTERPRETED=interpreted,
+                REL_MODE=bool(stop_rel), SPLIT=P > 1, PAIRED=C % 2 == 0, INTERPRETED=interpreted,
                 BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C, num_warps=warps, RP=RP, P=P)
 
 

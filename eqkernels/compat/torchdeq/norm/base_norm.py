@@ -44,17 +44,6 @@ def register_norm_module(module_class, norm_type, names="weight", dims=0):
     _norm_class[norm_type]._target_modules[module_class] = (names, dims)
 
 
-def _as_list(value, name):
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    value = list(value)
-    if not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{name} must be a string or a list of strings, got {value!r}")
-    return value
-
-
 def _check_norm_kwargs(norm_class, norm_kwargs):
     params = inspect.signature(norm_class.apply).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -97,8 +86,8 @@ def apply_norm(model, norm_type="weight_norm", prefix_filter_out=None, filter_ou
                          f"{sorted(_norm_class)}, got {norm_type!r} (add one with register_norm)")
     norm_class = _norm_class[norm_type]
     _check_norm_kwargs(norm_class, norm_kwargs)
-    prefixes = _as_list(prefix_filter_out, "prefix_filter_out")
-    parts = _as_list(filter_out, "filter_out")
+    prefixes = _eqk_norm.name_list(prefix_filter_out, "prefix_filter_out")
+    parts = _eqk_norm.name_list(filter_out, "filter_out")
 
     def skip(name):
         return any(name.startswith(p) for p in prefixes) or any(s in name for s in parts)
