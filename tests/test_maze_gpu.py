@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import eqkernels as eqk
-from reasoner.model import Reasoner, ReasonerConfig
 from reasoner.reasoning import reasoning_steps
+from reasoner_gpu_cases import forward_with, make_case, needs_cuda, rel_error  # noqa: F401
 
 pytestmark = pytest.mark.gpu
 MAZE = dict(seq_len=81, vocab=6, hidden=64, layers=1, heads=4, H_cycles=2, L_cycles=2,
@@ -17,27 +17,8 @@ MAZE = dict(seq_len=81, vocab=6, hidden=64, layers=1, heads=4, H_cycles=2, L_cyc
 FIELDS = ("pred", "residual", "running", "steps_used", "change", "ran")
 
 
-@pytest.fixture(autouse=True)
-def _cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-
-
 def _case(seed, n=8, **over):
-    torch.manual_seed(seed)
-    model = Reasoner(ReasonerConfig(**dict(MAZE, **over))).cuda()
-    tokens = torch.randint(1, 5, (n, model.cfg.seq_len), device="cuda")
-    return model, tokens, model.initial_carry(n, "cuda")
-
-
-def _rel(a, b):
-    return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-def _forward(model, kernels, tokens, carry, seed):
-    model.kernels = kernels
-    with torch.no_grad():
-        return model(tokens, carry=carry, steps=2, grad="none", seed=seed)[0]
+    return make_case(MAZE, 5, seed, n, **over)
 
 
 def test_auto_compiles_the_attention_model_on_cuda_with_triton():
@@ -50,11 +31,11 @@ def test_auto_compiles_the_attention_model_on_cuda_with_triton():
 @pytest.mark.parametrize("pos", ["rope", "rope2d"])
 def test_compiled_attention_model_matches_eager(seed, pos):
     model, tokens, carry = _case(seed, pos_encoding=pos)
-    ref = _forward(model, "eager", tokens, carry, seed)
-    got = _forward(model, "compile", tokens, carry, seed)
-    assert _rel(got, ref) < 1e-4, f"seed {seed}: fp32 {_rel(got, ref):.3g}"
+    ref = forward_with(model, "eager", tokens, carry, seed)
+    got = forward_with(model, "compile", tokens, carry, seed)
+    assert rel_error(got, ref) < 1e-4, f"seed {seed}: fp32 {rel_error(got, ref):.3g}"
     model.cfg.latent_dtype = "bfloat16"
-    err = {k: _rel(_forward(model, k, tokens, carry, seed), ref) for k in ("eager", "compile")}
+    err = {k: rel_error(forward_with(model, k, tokens, carry, seed), ref) for k in ("eager", "compile")}
     assert 0 < err["compile"] <= 1.5 * err["eager"] + 1e-3, f"seed {seed}: {err}"
 
 
