@@ -8,8 +8,8 @@
       that length range scaled by area (15x15: 25-35, 9x9: 9-13).
   check DIR [--split train|test|all] [--size N | HxW]
       validates a dataset folder (ours or EqR's), including every label's shortest path.
-  train --data DIR --out RUN [...]   the reasoner on the maze task (reasoner.train_cli; the
-      CPU-sized attention model by default, EqR's recipe in --help)
+  train --data DIR --out RUN [...]   the reasoner on the maze task (reasoner.train_cli; a
+      CPU-sized token-MLP model by default, EqR's attention recipe in --help)
   eval --data DIR --checkpoint CKPT [--depth D --breadth B --plot P]   depth x breadth
       (reasoner.eval_cli): ours or EqR's maze .pth; scored by maze.score (exact, path,
       valid, cell)
