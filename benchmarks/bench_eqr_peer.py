@@ -1,16 +1,22 @@
-"""EqR's own forward against our Sudoku reasoner on the same weights (CPU or GPU).
+"""EqR's own forward against our reasoner on the same weights (CPU or GPU), Sudoku or Maze.
 
     EQR_DIR=/path/to/EqR python benchmarks/bench_eqr_peer.py [--batches 1,8,64] [--out md]
+    EQR_DIR=... python benchmarks/bench_eqr_peer.py --task maze --batches 1,64
     EQR_DIR=... python benchmarks/bench_eqr_peer.py --device cuda --batches 1,64,768 --dtypes bfloat16
-    python benchmarks/bench_eqr_peer.py --dry-run        # tiny model, every column (CI)
+    python benchmarks/bench_eqr_peer.py --dry-run [--task maze]   # tiny model, every column (CI)
 
 EQR_DIR is a checkout of github.com/locuslab/EqR (read from a scratch folder, never part of
 this repository; its models/ need pydantic and colorama). Without it the script says so and
-exits 0 (a dry run then times our columns alone; a dry run has every column). The model is the Sudoku recipe (hidden 512,
-2 layers, H_cycles 3, L_cycles 6, mlp_t, noise 0.01): EqR's `InnerNetwork` is built and its
-weights loaded into our `SudokuReasoner` (sudoku.checkpoint.load_eqr_state_dict). One timed
-call = one reasoning step (H_cycles x (L_cycles + 1) = 21 block updates) from the same starts
-and tokens. Columns (--paths; default: eqr,ours on CPU, all of them on CUDA):
+exits 0 (a dry run then times our columns alone; a dry run has every column). The model
+(--task): the Sudoku recipe (hidden 512, 2 layers, H_cycles 3, L_cycles 6, mlp_t, 81 tokens)
+or the Maze-Unique recipe (EqR's eqr_maze_unique.yaml: hidden 128, 8 heads, 1 layer, H_cycles
+3, L_cycles 4, attention with 1-D RoPE over 900 tokens), noise 0.01: EqR's `InnerNetwork` is
+built and its weights loaded into our `Reasoner` (reasoner.checkpoint.load_eqr_state_dict).
+One timed call = one reasoning step (H_cycles x (L_cycles + 1) block updates: 21 Sudoku, 15
+Maze) from the same starts and tokens. On CUDA EqR's attention calls flash_attn; where that
+package is not installed its flash_attn_func is replaced by SDPA (flash kernels through
+PyTorch), and the table says so. Columns (--paths; default: eqr,ours on CPU, all of them on
+CUDA; the maze model has no fused columns: its attention is SDPA's kernel):
   eqr           EqR's `inner(carry, batch)` under torch.no_grad (its eager evaluation);
   eqr_compile   the same under torch.compile(inner, dynamic=False), as EqR's evaluate.py runs it;
   eqr_graphs    torch.compile(inner, mode="reduce-overhead", dynamic=False): + CUDA graphs;
@@ -46,7 +52,14 @@ ARCH = dict(name="eqr@EqRModel", H_cycles=3, L_cycles=6, H_layers=0, L_layers=2,
             expansion=4, num_heads=8, pos_encodings="none", mlp_t=True, lambda_=0.95,
             noise_scale=0.01, H_init_std=1.0, L_init_std=1.0, halt_max_steps=16,
             halt_exploration_prob=0.1, rms_norm_eps=1e-5)
-DRY_ARCH = dict(ARCH, hidden_size=64, L_layers=1, H_cycles=2, L_cycles=2, expansion=2)
+MAZE_ARCH = dict(ARCH, L_cycles=4, L_layers=1, hidden_size=128, pos_encodings="rope",
+                 board_height=None, board_width=None, mlp_t=False)
+# task -> (recipe arch, dry-run arch, seq_len, dry-run seq_len, vocab, input tokens [lo, hi))
+TASKS = {"sudoku": (ARCH, dict(ARCH, hidden_size=64, L_layers=1, H_cycles=2, L_cycles=2,
+                                expansion=2), 81, 81, 11, (1, 11)),
+         "maze": (MAZE_ARCH, dict(MAZE_ARCH, hidden_size=32, num_heads=4, H_cycles=2, L_cycles=2,
+                                  expansion=2), 900, 81, 6, (1, 5))}
+FUSED_PATHS = ("fused", "fused_graphs")
 LABELS = {"eqr": "EqR", "eqr_compile": "EqR compile", "eqr_graphs": "EqR compile+graphs",
           "ours": "ours", "fused": "fused", "fused_graphs": "fused+graphs", "compile": "ours compile"}
 EQR_PATHS = ("eqr", "eqr_compile", "eqr_graphs")
@@ -54,33 +67,52 @@ DEFAULT_PATHS = {"cpu": "eqr,ours", "cuda": ",".join(LABELS)}
 SEED = 0
 
 
-def import_eqr(eqr_dir: str):
-    """EqR's InnerNetwork, EqRConfig, LatentCarry from its checkout (models/eqr.py)."""
+def import_eqr(eqr_dir: str, device_type: str):
+    """EqR's InnerNetwork, EqRConfig, LatentCarry from its checkout (models/eqr.py), and a note
+    when its CUDA attention had to run through SDPA (flash_attn not installed)."""
     sys.path.insert(0, eqr_dir)
     from models.eqr import EqRConfig, InnerNetwork, LatentCarry  # the reference code
-    return InnerNetwork, EqRConfig, LatentCarry
+    note = ""
+    if device_type == "cuda":
+        import models.layers as eqr_layers
+        if eqr_layers.flash_attn_func is None:
+            eqr_layers.flash_attn_func = _sdpa_flash_attn
+            note = ("flash_attn is not installed: EqR's CUDA attention (flash_attn_func) runs "
+                    "through SDPA here")
+    return (InnerNetwork, EqRConfig, LatentCarry), note
 
 
-def build_pair(eqr_mod, arch, dtype: str, batch: int):
+def _sdpa_flash_attn(q, k, v, causal=False):
+    """flash_attn_func's signature on SDPA: q, k, v (B, L, heads, d) -> (B, L, heads, d)."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+    return out.transpose(1, 2)
+
+
+def build_pair(eqr_mod, arch, dtype: str, batch: int, seq_len: int, vocab: int):
     """(EqR's InnerNetwork or None, our model on its weights) on the CPU, random init (seed 0)."""
-    from sudoku.checkpoint import config_from_eqr, load_eqr_state_dict
-    from sudoku.model import ReasonerConfig, SudokuReasoner
+    from reasoner.checkpoint import config_from_eqr, load_eqr_state_dict
+    from reasoner.model import Reasoner, ReasonerConfig
     torch.manual_seed(0)
     arch = dict(arch, forward_dtype=dtype)
     if eqr_mod is None:  # our columns alone (a dry run without EqR)
-        cfg = ReasonerConfig(hidden=arch["hidden_size"], layers=arch["L_layers"],
-                             expansion=float(arch["expansion"]), H_cycles=arch["H_cycles"],
-                             L_cycles=arch["L_cycles"], damping=arch["lambda_"],
-                             noise_std=arch["noise_scale"], latent_dtype=dtype)
-        return None, SudokuReasoner(cfg).eval()
+        attention = not arch["mlp_t"]
+        cfg = ReasonerConfig(seq_len=seq_len, vocab=vocab, hidden=arch["hidden_size"],
+                             layers=arch["L_layers"], expansion=float(arch["expansion"]),
+                             H_cycles=arch["H_cycles"], L_cycles=arch["L_cycles"],
+                             damping=arch["lambda_"], noise_std=arch["noise_scale"],
+                             attention=attention, heads=arch["num_heads"],
+                             pos_encoding=arch["pos_encodings"] if attention else "none",
+                             latent_dtype=dtype)
+        return None, Reasoner(cfg).eval()
     InnerNetwork, EqRConfig, _ = eqr_mod
-    eqr = InnerNetwork(EqRConfig(batch_size=batch, seq_len=81, vocab_size=11,
+    eqr = InnerNetwork(EqRConfig(batch_size=batch, seq_len=seq_len, vocab_size=vocab,
                                  **{k: v for k, v in arch.items() if k != "name"})).eval()
     with torch.no_grad():  # a trained-looking halting head instead of EqR's zero init
         eqr.q_head.weight.normal_(0, 0.02)
     state = eqr.state_dict()
-    cfg, _ = config_from_eqr(arch, state)
-    ours = SudokuReasoner(cfg).eval()
+    cfg, _ = config_from_eqr(arch, state, seq_len=seq_len)
+    ours = Reasoner(cfg).eval()
     load_eqr_state_dict(ours, state)
     return eqr, ours
 
@@ -130,6 +162,8 @@ def eqr_call(path: str, eqr, LatentCarry, tokens, z_H, z_L, backend: str):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", choices=sorted(TASKS), default="sudoku",
+                   help="the recipe model: sudoku (token MLP) or maze (attention + RoPE)")
     p.add_argument("--batches", default=None, help="default 1,8,64 (1,2 in a dry run)")
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--paths", default=None, help=f"comma list of {', '.join(LABELS)}")
@@ -145,17 +179,18 @@ def main(argv=None):
     if args.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
         p.error(f"--compile-backend: unknown {args.compile_backend!r}; choose from "
                 f"{torch._dynamo.list_backends(exclude_tags=())}")
-    arch = DRY_ARCH if args.dry_run else ARCH
+    recipe, dry, seq_len, dry_len, vocab, token_range = TASKS[args.task]
+    arch, seq_len = (dry, dry_len) if args.dry_run else (recipe, seq_len)
     if args.dry_run:
         args.repeats, args.dtypes = 1, "float32"
         args.compile_backend = "aot_eager" if args.compile_backend == "inductor" else args.compile_backend
-    eqr_dir, eqr_mod = os.environ.get("EQR_DIR"), None
+    eqr_dir, eqr_mod, eqr_note = os.environ.get("EQR_DIR"), None, ""
     if not eqr_dir:
         why = ("EQR_DIR is not set: point it at a checkout of github.com/locuslab/EqR to time its "
                "forward against ours")
     else:
         try:
-            eqr_mod = import_eqr(eqr_dir)
+            eqr_mod, eqr_note = import_eqr(eqr_dir, torch.device(args.device).type)
         except ImportError as e:
             why = f"cannot import EqR's models from EQR_DIR={eqr_dir} ({e})"
     if eqr_mod is None:
@@ -168,13 +203,15 @@ def main(argv=None):
     dtypes = args.dtypes.split(",")
     default = DEFAULT_PATHS["cuda" if args.dry_run else device.type if device.type in DEFAULT_PATHS else "cpu"]
     paths = (args.paths or default).split(",")
+    if arch["mlp_t"] is False and not args.paths:
+        paths = [q for q in paths if q not in FUSED_PATHS]
     unknown = [q for q in paths if q not in LABELS]
     if unknown:
         p.error(f"--paths: unknown {unknown}; choose from {list(LABELS)}")
     if eqr_mod is None:
         paths = [q for q in paths if q not in EQR_PATHS]
     ours_paths = [q for q in paths if q not in EQR_PATHS]
-    from sudoku import model as model_mod
+    from reasoner import model as model_mod
     model_mod.set_compile_backend(args.compile_backend)
 
     rows, bad, notes_run = [], [], []
@@ -182,10 +219,10 @@ def main(argv=None):
     for B in batches:
         torch._dynamo.reset()  # every compiled column specialises on this B (as dynamic=False)
         gen = torch.Generator().manual_seed(B)
-        tokens = torch.randint(1, 11, (B, 81), generator=gen).to(device)
+        tokens = torch.randint(*token_range, (B, seq_len), generator=gen).to(device)
         ref32 = None
         for dt in dtypes:
-            eqr, ours = build_pair(eqr_mod, arch, dt, B)
+            eqr, ours = build_pair(eqr_mod, arch, dt, B, seq_len, vocab)
             ours.to(device)
             if eqr is not None:
                 eqr.to(device)
@@ -199,7 +236,8 @@ def main(argv=None):
                 with torch.no_grad():
                     e_logits = eqr(LatentCarry(z_H.clone(), z_L.clone()), {"inputs": tokens})[1]
                     if ref32 is None:
-                        e32 = eqr if dt == "float32" else build_pair(eqr_mod, arch, "float32", B)[0].to(device)
+                        e32 = eqr if dt == "float32" else \
+                            build_pair(eqr_mod, arch, "float32", B, seq_len, vocab)[0].to(device)
                         e32.L_level.noise_scale = 0.0
                         ref32 = e32(LatentCarry(z_H.float(), z_L.float()), {"inputs": tokens})[1]
                 eqr32 = rel(e_logits, ref32)
@@ -273,15 +311,17 @@ def main(argv=None):
                 row += [f"{same:.1e}", f"{ours32:.1e} / {eqr32:.1e}"]
             rows.append(row)
             print("  ".join(row), flush=True)
-    name = (f"hidden {arch['hidden_size']}, {arch['L_layers']} layers, "
-            f"H{arch['H_cycles']}/L{arch['L_cycles']}, mlp_t")
+    mixing = "mlp_t" if arch["mlp_t"] else f"attention {arch['num_heads']} heads, {arch['pos_encodings']}"
+    name = (f"hidden {arch['hidden_size']}, {arch['L_layers']} layer{'s' * (arch['L_layers'] > 1)}, "
+            f"H{arch['H_cycles']}/L{arch['L_cycles']}, {mixing}, {seq_len} tokens")
     steps = arch["H_cycles"] * (arch["L_cycles"] + 1)
     title = ("EqR forward vs ours on EqR's weights" if eqr_mod is not None else "Our reasoner's paths")
-    header = [f"{title}: one reasoning step ({steps} block updates), Sudoku "
+    header = [f"{title}: one reasoning step ({steps} block updates), {args.task.capitalize()} "
               f"{'recipe' if not args.dry_run else 'dry-run model'} ({name})"] + \
         environment_lines(device) + \
         [(f"EqR code: {eqr_dir}; " if eqr_mod is not None else "") +
-         f"{args.repeats} interleaved repeats, medians; compile backend {args.compile_backend}"]
+         f"{args.repeats} interleaved repeats, medians; compile backend {args.compile_backend}"] + \
+        ([eqr_note] if eqr_note else [])
     headers = ["B", "dtype"] + [f"{LABELS[q]} ms" for q in paths]
     if "eqr" in paths and "ours" in paths:
         headers.append("speedup")
@@ -294,7 +334,7 @@ def main(argv=None):
              "the noise off, ||a - b|| / ||b|| of the logits: `vs EqR` against EqR's forward in the "
              "same dtype; `vs EqR fp32: ours / EqR's` against EqR in float32, for our output and "
              "for EqR's own. In float32 the two agree to rounding; in bfloat16 EqR rounds each term "
-             "of its update to bf16 and we round the fused update once, and 21 updates of these "
+             f"of its update to bf16 and we round the fused update once, and {steps} updates of these "
              "random-init weights amplify any rounding, so the bf16 check is that ours is no further "
              "from float32 than EqR's own bf16 run (x1.5)."]
     if len(paths) > 2:

@@ -1,6 +1,6 @@
 """What the signal-safe stop costs a DDP training run: one flag all-reduce per batch.
 
-What it measures. Two gloo ranks (one thread each) train the Sudoku reasoner (sudoku.train's
+What it measures. Two gloo ranks (one thread each) train the Sudoku reasoner (reasoner.train's
 Trainer, random valid puzzles) and time, in the same run:
   batch ms       one batch of deep supervision (train_batch: up to supervision_steps optimizer
                  steps, each with DDP's gradient all-reduce), median over --batches;
@@ -46,8 +46,9 @@ def _puzzles(n, gen):
 
 def _worker(rank, world, port, configs, batches, calls, out):
     from cli_safety.stop_signal import StopOnSignal
-    from sudoku.model import ReasonerConfig, SudokuReasoner
-    from sudoku.train import TrainConfig, Trainer
+    from reasoner.model import Reasoner, ReasonerConfig
+    from sudoku.tokens import CELLS, VOCAB_SIZE
+    from reasoner.train import TrainConfig, Trainer
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
@@ -56,7 +57,8 @@ def _worker(rank, world, port, configs, batches, calls, out):
         for hidden, batch, segments in configs:
             torch.manual_seed(0)
             q, a = _puzzles(max(4 * batch, 64), torch.Generator().manual_seed(1))
-            model = SudokuReasoner(ReasonerConfig(hidden=hidden, layers=2, H_cycles=1, L_cycles=2))
+            model = Reasoner(ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE, hidden=hidden,
+                                            layers=2, H_cycles=1, L_cycles=2))
             cfg = TrainConfig(batch_size=batch, steps=10**9, supervision_steps=segments,
                               warmup=1, augment=False)
             with tempfile.TemporaryDirectory() as tmp:

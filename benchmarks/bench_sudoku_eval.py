@@ -6,7 +6,7 @@ throughput does not depend on the weights); the puzzles are random boards (token
 Loops (--loops) run the same reasoning steps on the same starts, interleaved:
   eager         the EqR-style loop: each update written in plain PyTorch,
                 z = (1 - damping) z + damping * blocks(z + inj) + noise_std * randn_like(z);
-  ours          sudoku.reasoning.reasoning_steps, kernels="eager" (the eager block, every
+  ours          reasoner.reasoning.reasoning_steps, kernels="eager" (the eager block, every
                 update through eqk.LoopedUpdate, in place), no CUDA graphs;
   fused         the same with kernels="fused" (the fused block ops);
   fused_graphs  kernels="fused", each segment of --steps steps one CUDA-graph replay;
@@ -36,16 +36,17 @@ from timing import (REPO_ROOT, environment_lines, measure, median, report, setup
 use_repo_checkout()
 sys.path.insert(0, os.path.join(REPO_ROOT, "python"))  # the domain models live in python/
 
-from sudoku import model as model_mod  # noqa: E402
-from sudoku.model import ReasonerConfig, SudokuReasoner  # noqa: E402
-from sudoku.reasoning import reasoning_steps  # noqa: E402
+from reasoner import model as model_mod  # noqa: E402
+from reasoner.model import Reasoner, ReasonerConfig  # noqa: E402
+from sudoku.tokens import CELLS, VOCAB_SIZE  # noqa: E402
+from reasoner.reasoning import reasoning_steps  # noqa: E402
 
 TARGET = dict(puzzles=1000, breadth=8, layers=40_000, minutes=6)
 LOOPS = ("eager", "ours", "fused", "fused_graphs", "compile")
 DEFAULT_LOOPS = {"cpu": "eager,ours", "cuda": ",".join(LOOPS)}
 
 
-def eager_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tensor:
+def eager_steps(model: Reasoner, tokens, starts, steps: int) -> torch.Tensor:
     """The plain-PyTorch loop of the same reasoning steps; returns the final predictions."""
     cfg = model.cfg
     h, l = (t.clone() for t in starts)
@@ -63,7 +64,7 @@ def eager_steps(model: SudokuReasoner, tokens, starts, steps: int) -> torch.Tens
     return model.heads(h)[0].argmax(-1)
 
 
-def our_loop(model: SudokuReasoner, name: str, tokens, starts, steps: int, timed: int):
+def our_loop(model: Reasoner, name: str, tokens, starts, steps: int, timed: int):
     """A function advancing one full-depth evaluation run of loop `name` by `steps` reasoning
     steps per call, warmed up here (the graph loop: a warm-up segment, then its capture), with
     `timed` calls left; returns the latest predictions."""
@@ -116,8 +117,8 @@ def main(argv=None) -> int:
     model_mod.set_compile_backend(args.compile_backend)
 
     torch.manual_seed(0)
-    cfg = ReasonerConfig(hidden=args.hidden, latent_dtype=dtype)
-    model = SudokuReasoner(cfg).to(device).eval()
+    cfg = ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE, hidden=args.hidden, latent_dtype=dtype)
+    model = Reasoner(cfg).to(device).eval()
     n = args.puzzles * args.breadth
     tokens = torch.randint(1, 11, (n, cfg.seq_len), device=device)
     starts = model.initial_carry(n, device)

@@ -29,7 +29,8 @@
 # all; build and import always run). The stages' limits add up to more than the 480 s budget:
 # they run in order of priority and the budget skips the tail (SUMMARY.md names what was
 # skipped), so a second call can run just those, e.g.
-# EQK_GPU_SUITE_STAGES=bench_sudoku_eval,bench_block_loop,bench_solver_overhead.
+# EQK_GPU_SUITE_STAGES=bench_sudoku_eval,bench_block_loop,bench_solver_overhead, or
+# build,import,gpu_tests,bench_eqr_peer_maze for issue 22's numbers (EqR's Maze model).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -131,6 +132,8 @@ stage gpu_tests 150 "$PY" -m pytest $PYTEST_ARGS -p no:cacheprovider
 if [ $DRY = 1 ]; then
   stage bench_eqr_peer 120 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
     --out "$DEST/eqr_peer_${TAG}.md"
+  stage bench_eqr_peer_maze 90 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --dry-run \
+    --task maze --out "$DEST/eqr_peer_maze_${TAG}.md"
 else
   stage bench_eqr_peer 170 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_${TAG}.md"
@@ -144,6 +147,11 @@ stage cpu_tests 90 "$PY" -m pytest -q -m "not gpu and not interpreter" -p no:cac
 if [ $DRY = 0 ]; then
   stage bench_eqr_peer_b1 80 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
     --batches 1 --dtypes bfloat16 --repeats 20 --out "$DEST/eqr_peer_b1_${TAG}.md"
+  # Issue 22: EqR's Maze model (attention, 1-D RoPE over 900 tokens), EqR eager / compiled /
+  # compiled + CUDA graphs (flash_attn_func through SDPA where flash_attn is missing) vs ours
+  # eager / compiled, bf16, B = 768 and 64 (each B compiles both models once).
+  stage bench_eqr_peer_maze 180 env EQR_DIR="$EQR_DIR" "$PY" benchmarks/bench_eqr_peer.py --device cuda \
+    --task maze --batches 768,64 --dtypes bfloat16 --repeats 5 --out "$DEST/eqr_peer_maze_${TAG}.md"
 fi
 stage sweep_looped_tiles 80 "$PY" benchmarks/sweep_looped_tiles.py $BENCH_ARGS $([ $DRY = 1 ] && echo --dry-run) \
   --budget-s 60 --out "$DEST/looped_tiles_${TAG}.md"

@@ -9,10 +9,10 @@ import torch
 
 from sudoku import data as sdata
 from sudoku.__main__ import main as sudoku_main
-from sudoku.evaluate import evaluate
-from sudoku.losses import eqr_loss
-from sudoku.model import ReasonerConfig, SudokuReasoner
-from sudoku.tokens import decode
+from reasoner.evaluate import evaluate
+from reasoner.losses import eqr_loss
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+from sudoku.tokens import CELLS, VOCAB_SIZE, decode
 from test_eqr_reference import _eqr_arch, _eqr_weights, _write_eqr_pth
 
 
@@ -103,7 +103,8 @@ def test_eqr_loss_is_per_sample_normalised_stablemax_plus_half_summed_bce(seed):
 
 def test_report_adds_latent_change_of_correct_vs_wrong_and_steps_by_rating():
     torch.manual_seed(random.randrange(2**31))
-    model = SudokuReasoner(ReasonerConfig(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2))
+    model = SudokuReasoner(ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE,
+                                          hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2))
     q, a = _puzzles(4, 1)
     q[0] = a[0]  # nothing blank: the lm head alone decides; at least the fields must be filled
     report = evaluate(model, q, a, depth=6, breadth=2, ratings=torch.tensor([0, 0, 3, 5]),
@@ -130,7 +131,8 @@ def test_cli_evaluates_an_eqr_pth_on_an_npy_folder(tmp_path, capsys):
 def test_cli_bad_input_prints_error_and_exits_2(tmp_path, capsys):
     q, a = _puzzles(2, 3)
     _write_csv(tmp_path / "ok.csv", q, a)
-    model = SudokuReasoner(ReasonerConfig(hidden=16, layers=1, expansion=2.0))
+    model = SudokuReasoner(ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE,
+                                          hidden=16, layers=1, expansion=2.0))
     torch.save(dict(format_version=2, model_config=model.cfg.to_dict(), model=model.state_dict(),
                     ema=model.state_dict()), tmp_path / "ok.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 truncated zip")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import eqkernels as eqk
-from sudoku.checkpoint import CheckpointError, load_model
+from reasoner.checkpoint import CheckpointError, load_model
 
 EPS = 1e-5
 
@@ -143,8 +143,8 @@ def test_noise_follows_the_looped_update_stream_in_eqr_order(seed):
     gen = torch.Generator().manual_seed(seed)
     arch = _eqr_arch(noise_scale=0.05)
     w = _eqr_weights(arch, gen)
-    from sudoku.checkpoint import config_from_eqr, load_eqr_state_dict
-    from sudoku.model import SudokuReasoner
+    from reasoner.checkpoint import config_from_eqr, load_eqr_state_dict
+    from reasoner.model import Reasoner as SudokuReasoner
     cfg, _ = config_from_eqr(arch, w)
     model = SudokuReasoner(cfg).double()
     load_eqr_state_dict(model, w)
@@ -228,8 +228,8 @@ def test_bfloat16_latents_stay_bf16_and_track_float32(seed):
     """forward_dtype bfloat16: z_H, z_L stay bf16; the logits stay near the float32 model's."""
     gen = torch.Generator().manual_seed(seed)
     arch = _eqr_arch(forward_dtype="bfloat16")
-    from sudoku.checkpoint import config_from_eqr, load_eqr_state_dict
-    from sudoku.model import SudokuReasoner
+    from reasoner.checkpoint import config_from_eqr, load_eqr_state_dict
+    from reasoner.model import Reasoner as SudokuReasoner
     w = _eqr_weights(arch, gen, torch.float32)
     cfg, _ = config_from_eqr(arch, w)
     assert cfg.latent_dtype == "bfloat16"

@@ -56,10 +56,11 @@ def test_the_sudoku_models_stack_loads_and_apply_is_eqrs_layer(dtype):
     """python/sudoku/model.py builds its block as this stack (its L_level state dict loads
     unchanged); apply() is EqR's layer as EqR writes it: the token MLP on the transposed latent,
     normed over the tokens, then the channel MLP, each post-norm (float64: 1e-12)."""
-    from sudoku.model import ReasonerConfig, SudokuReasoner
+    from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+    from sudoku.tokens import CELLS, VOCAB_SIZE
     seed = random.randrange(2**31)
     torch.manual_seed(seed)
-    cfg = ReasonerConfig(hidden=32, layers=2)
+    cfg = ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE, hidden=32, layers=2)
     model = SudokuReasoner(cfg)
     ours = LoopedTransformerStack(2, T, 32, cfg.expansion, cfg.rms_eps)
     ours.load_state_dict(model.L_level.state_dict(), strict=True)

@@ -12,10 +12,10 @@ import torch
 
 from sudoku import data as sdata
 from sudoku.__main__ import main as sudoku_main
-from sudoku.evaluate import evaluate
+from reasoner.evaluate import evaluate
 from sudoku.generate import add_clues, random_full_grid
-from sudoku.model import ReasonerConfig, SudokuReasoner
-from sudoku.tokens import decode
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+from sudoku.tokens import CELLS, VOCAB_SIZE, decode
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--supervision-steps", "1",
         "--warmup", "1", "--device", "cpu"]
@@ -106,7 +106,8 @@ def test_resume_cuts_the_metrics_log_back_to_the_checkpoint(tmp_path, csv_path, 
 
 
 def test_bad_devices_are_refused_before_any_work(tmp_path, csv_path, capsys, monkeypatch):
-    model = SudokuReasoner(ReasonerConfig(hidden=16, layers=1, expansion=2.0))
+    model = SudokuReasoner(ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE,
+                                          hidden=16, layers=1, expansion=2.0))
     ckpt = str(tmp_path / "m.pt")
     torch.save(dict(format_version=2, model_config=model.cfg.to_dict(), model=model.state_dict(),
                     ema=model.state_dict()), ckpt)
@@ -168,7 +169,8 @@ def test_output_paths_are_checked_before_the_work(tmp_path, csv_path, capsys):
     assert "generate:" not in err  # refused before generating
     code, _, err = _run(["train", "--data", csv_path, "--out", str(tmp_path / "afile")] + TINY, capsys)
     _bad(code, err, "--out", "is a file, not a directory")
-    model = SudokuReasoner(ReasonerConfig(hidden=16, layers=1, expansion=2.0))
+    model = SudokuReasoner(ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE,
+                                          hidden=16, layers=1, expansion=2.0))
     ckpt = str(tmp_path / "m.pt")
     torch.save(dict(format_version=2, model_config=model.cfg.to_dict(), model=model.state_dict(),
                     ema=model.state_dict()), ckpt)
@@ -218,7 +220,8 @@ def test_latents_that_turn_non_finite_are_reported_never_converged(capsys):
     """Finite but huge embeddings overflow the injection: the latents turn NaN, the fused update
     freezes them (zero change) and they must not read as settled."""
     torch.manual_seed(random.randrange(2**31))
-    model = SudokuReasoner(ReasonerConfig(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2))
+    model = SudokuReasoner(ReasonerConfig(seq_len=CELLS, vocab=VOCAB_SIZE,
+                                          hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2))
     with torch.no_grad():
         model.embed_tokens.weight.fill_(3e38)
     q, a = _puzzles(3, 1)
@@ -230,7 +233,7 @@ def test_latents_that_turn_non_finite_are_reported_never_converged(capsys):
 
 
 def test_a_global_batch_smaller_than_the_ranks_is_refused(tmp_path, csv_path, capsys, monkeypatch):
-    import sudoku.train as strain
+    import reasoner.train_cli as strain
     monkeypatch.setattr(strain, "dist_info", lambda: (0, 4))  # as under torchrun with 4 ranks
     code, _, err = _run(["train", "--data", csv_path, "--out", str(tmp_path / "r"), "--batch-size",
                          "2", "--device", "cpu"], capsys)

@@ -7,12 +7,13 @@ import random
 import pytest
 import torch
 
-from sudoku.checkpoint import load_model
-from sudoku.evaluate import reasoning_steps
-from sudoku.model import ReasonerConfig, SudokuReasoner
+from reasoner.checkpoint import load_model
+from reasoner.evaluate import reasoning_steps
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+from sudoku.tokens import CELLS, VOCAB_SIZE
 from test_eqr_reference import _eqr_arch, _eqr_weights, _reference, _write_eqr_pth
 
-SMALL = dict(hidden=32, layers=2, expansion=2.0, H_cycles=2, L_cycles=2)
+SMALL = dict(hidden=32, layers=2, expansion=2.0, H_cycles=2, L_cycles=2, seq_len=CELLS, vocab=VOCAB_SIZE)
 
 
 def _rel(a, b):

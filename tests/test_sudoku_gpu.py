@@ -7,37 +7,19 @@ import pytest
 import torch
 
 import eqkernels as eqk
-import sudoku.reasoning as reasoning
+import reasoner.reasoning as reasoning
 from eqkernels.solvers import SegmentRunner
-from sudoku.model import ReasonerConfig, SudokuReasoner
-from sudoku.reasoning import reasoning_steps
+from sudoku.tokens import CELLS, VOCAB_SIZE
+from reasoner.reasoning import reasoning_steps
+from reasoner_gpu_cases import forward_with, make_case, needs_cuda, rel_error  # noqa: F401
 
 pytestmark = pytest.mark.gpu
-SMALL = dict(hidden=64, layers=2, expansion=2.0, H_cycles=2, L_cycles=2)
+SMALL = dict(hidden=64, layers=2, expansion=2.0, H_cycles=2, L_cycles=2, seq_len=CELLS, vocab=VOCAB_SIZE)
 FIELDS = ("pred", "residual", "running", "steps_used", "change", "ran")
 
 
-@pytest.fixture(autouse=True)
-def _cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-
-
 def _case(seed, n=8, **over):
-    torch.manual_seed(seed)
-    model = SudokuReasoner(ReasonerConfig(**dict(SMALL, **over))).cuda()
-    tokens = torch.randint(1, 11, (n, 81), device="cuda")
-    return model, tokens, model.initial_carry(n, "cuda")
-
-
-def _rel(a, b):
-    return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-def _forward(model, kernels, tokens, carry, seed):
-    model.kernels = kernels
-    with torch.no_grad():
-        return model(tokens, carry=carry, steps=2, grad="none", seed=seed)[0]
+    return make_case(SMALL, 11, seed, n, **over)
 
 
 def test_auto_picks_the_fused_path_on_cuda_with_triton():
@@ -51,11 +33,11 @@ def test_fused_model_on_gpu_matches_eager(seed):
     """fp32: to rounding (noise stream included); bf16: no further from the fp32 model than
     the eager bf16 path (10% margin: 8 updates of random weights amplify rounding)."""
     model, tokens, carry = _case(seed)
-    ref = _forward(model, "eager", tokens, carry, seed)
-    got = _forward(model, "fused", tokens, carry, seed)
-    assert _rel(got, ref) < 1e-5, f"seed {seed}: fp32 {_rel(got, ref):.3g}"
+    ref = forward_with(model, "eager", tokens, carry, seed)
+    got = forward_with(model, "fused", tokens, carry, seed)
+    assert rel_error(got, ref) < 1e-5, f"seed {seed}: fp32 {rel_error(got, ref):.3g}"
     model.cfg.latent_dtype = "bfloat16"
-    err = {k: _rel(_forward(model, k, tokens, carry, seed), ref) for k in ("eager", "fused")}
+    err = {k: rel_error(forward_with(model, k, tokens, carry, seed), ref) for k in ("eager", "fused")}
     assert 0 < err["fused"] <= 1.1 * err["eager"], f"seed {seed}: {err}"
 
 
@@ -95,7 +77,7 @@ def test_captured_reasoning_segments_equal_the_eager_segments(seed, latent_dtype
 def test_step_runner_replays_equal_the_forward(seed):
     model, tokens, (h0, l0) = _case(seed, n=4)
     model.kernels = "fused"
-    want = _forward(model, "fused", tokens, (h0, l0), seed)
+    want = forward_with(model, "fused", tokens, (h0, l0), seed)
     with torch.no_grad():
         h, l, x = h0.clone(), l0.clone(), model.embed(tokens)
         upd = model.new_update(4, "cuda", seed)
@@ -111,6 +93,6 @@ def test_step_runner_replays_equal_the_forward(seed):
 @pytest.mark.parametrize("seed", [random.randrange(2**31)])
 def test_compile_path_under_inductor_matches_eager(seed):
     model, tokens, carry = _case(seed, n=4, layers=1, H_cycles=1)
-    ref = _forward(model, "eager", tokens, carry, seed)
-    got = _forward(model, "compile", tokens, carry, seed)
-    assert _rel(got, ref) < 1e-4, f"seed {seed}: {_rel(got, ref):.3g}"
+    ref = forward_with(model, "eager", tokens, carry, seed)
+    got = forward_with(model, "compile", tokens, carry, seed)
+    assert rel_error(got, ref) < 1e-4, f"seed {seed}: {rel_error(got, ref):.3g}"

@@ -6,11 +6,12 @@ import random
 import pytest
 import torch
 
-from sudoku.checkpoint import (FORMAT_VERSION, CheckpointError, eqr_name_to_ours,
+from reasoner.checkpoint import (FORMAT_VERSION, CheckpointError, eqr_name_to_ours,
                                load_eqr_state_dict, load_model)
-from sudoku.model import ReasonerConfig, SudokuReasoner, swiglu_inner_width, truncated_normal_
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner, swiglu_inner_width, truncated_normal_
+from sudoku.tokens import CELLS, VOCAB_SIZE
 
-SMALL = dict(hidden=32, layers=2, expansion=2.0, H_cycles=2, L_cycles=3)
+SMALL = dict(hidden=32, layers=2, expansion=2.0, H_cycles=2, L_cycles=3, seq_len=CELLS, vocab=VOCAB_SIZE)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The Sudoku reasoning loop in segments (sudoku.reasoning): per-step halting on the device,
+"""The Sudoku reasoning loop in segments (reasoner.reasoning): per-step halting on the device,
 compaction at segment boundaries, CUDA-graph replays of whole segments (a stand-in capture on
 CPU, the real one on a GPU) -- and the model's compile path and kernel switch."""
 import random
@@ -8,12 +8,13 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import eqkernels.solvers.segments as segments_mod
-import sudoku.model as model_mod
-import sudoku.reasoning as reasoning
-from sudoku.model import ReasonerConfig, SudokuReasoner
-from sudoku.reasoning import reasoning_steps
+import reasoner.model as model_mod
+import reasoner.reasoning as reasoning
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+from sudoku.tokens import CELLS, VOCAB_SIZE
+from reasoner.reasoning import reasoning_steps
 
-SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2)
+SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2, seq_len=CELLS, vocab=VOCAB_SIZE)
 FIELDS = ("pred", "residual", "running", "steps_used", "change", "diverged", "ran")
 
 
@@ -141,8 +142,11 @@ def test_kernel_switch_resolves_per_device_and_refuses_eager_only_variants():
     for kind in ("fused", "compile"):
         with pytest.raises(ValueError, match="mlp_t_norm='hidden'"):
             legacy.kernels = kind
-        with pytest.raises(ValueError, match="attention"):
-            SudokuReasoner(ReasonerConfig(**dict(SMALL, attention=True, heads=2)), kernels=kind)
+    # The attention model has no fused block; it compiles (auto on a GPU with Triton).
+    with pytest.raises(ValueError, match="attention"):
+        SudokuReasoner(ReasonerConfig(**dict(SMALL, attention=True, heads=2)), kernels="fused")
+    attention = SudokuReasoner(ReasonerConfig(**dict(SMALL, attention=True, heads=2)), kernels="compile")
+    assert attention.kernel_path("cpu") == ("compile", "requested")
 
 
 @pytest.mark.parametrize("kernels", ["eager", "fused"])

@@ -5,11 +5,12 @@ import random
 import pytest
 import torch
 
-from sudoku.evaluate import aggregate, evaluate, log_spaced_depths
-from sudoku.model import ReasonerConfig, SudokuReasoner
-from sudoku.train import TrainConfig, Trainer, load_checkpoint
+from reasoner.evaluate import aggregate, evaluate, log_spaced_depths
+from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
+from sudoku.tokens import CELLS, VOCAB_SIZE
+from reasoner.train import TrainConfig, Trainer, load_checkpoint
 
-SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2)
+SMALL = dict(hidden=16, layers=1, expansion=2.0, H_cycles=1, L_cycles=2, seq_len=CELLS, vocab=VOCAB_SIZE)
 
 
 def _pattern_puzzles(N, gen):

@@ -1,9 +1,12 @@
 """Layer API: the DEQ module, norm helpers for its block, a token mixer for blocks, and the
-looped-transformer blocks over fused ops (SwiGLU, LoopedTransformerStack)."""
+looped-transformer blocks (SwiGLU, LoopedTransformerStack over fused ops; LoopedAttentionStack)."""
 from eqkernels.nn.attention import SelfAttention
 from eqkernels.nn.deq import DEQ
+from eqkernels.nn.looped_attention import (AttentionLayerWeights, LoopedAttentionLayer,
+                                           LoopedAttentionStack)
 from eqkernels.nn.looped_transformer import (LayerWeights, LoopedTransformerLayer,
-                                             LoopedTransformerStack, SwiGLU, swiglu_inner_width)
+                                             LoopedTransformerStack, SwiGLU, rms_norm,
+                                             swiglu_inner_width)
 from eqkernels.nn.dropout import (VariationalDropout, VariationalDropout1d,
                                   VariationalDropout2d, VariationalDropout3d,
                                   VariationalDropToken1d, VariationalDropToken2d,
@@ -12,7 +15,8 @@ from eqkernels.nn.norm import (apply_norm, apply_spectral_norm, apply_weight_nor
                                reset_norm)
 
 __all__ = ["DEQ", "SelfAttention", "SwiGLU", "LoopedTransformerStack", "LoopedTransformerLayer",
-           "LayerWeights", "swiglu_inner_width", "apply_spectral_norm", "apply_weight_norm",
+           "LayerWeights", "LoopedAttentionStack", "LoopedAttentionLayer", "AttentionLayerWeights",
+           "swiglu_inner_width", "rms_norm", "apply_spectral_norm", "apply_weight_norm",
            "remove_norm", "apply_norm", "reset_norm", "reset_dropout", "VariationalDropout",
            "VariationalDropout1d", "VariationalDropout2d", "VariationalDropout3d",
            "VariationalDropToken1d", "VariationalDropToken2d", "VariationalDropToken3d"]

@@ -1,4 +1,4 @@
-"""`python -m maze generate|check ...` (run with python/ on the path).
+"""`python -m maze generate|check|train|eval ...` (run with python/ on the path).
 
   generate --out DIR [--count N] [--test-count M] [--size N | HxW] [--mode perfect|random]
            [--min-path A] [--max-path B] [--wall-prob P] [--seed S] [--no-dedupe]
@@ -8,19 +8,26 @@
       that length range scaled by area (15x15: 25-35, 9x9: 9-13).
   check DIR [--split train|test|all] [--size N | HxW]
       validates a dataset folder (ours or EqR's), including every label's shortest path.
-Bad input (options, an output folder that exists, malformed files) prints `error: <message>`
-and exits 2, without a traceback.
+  train --data DIR --out RUN [...]   the reasoner on the maze task (reasoner.train_cli; a
+      CPU-sized token-MLP model by default, EqR's attention recipe in --help)
+  eval --data DIR --checkpoint CKPT [--depth D --breadth B --plot P]   depth x breadth
+      (reasoner.eval_cli): ours or EqR's maze .pth; scored by maze.score (exact, path,
+      valid, cell)
+Bad input (options, an output folder that exists, malformed files, a checkpoint of another
+task or grid) prints `error: <message>` and exits 2, without a traceback. Ctrl-C exits 130
+(in `train`: after saving a checkpoint).
 """
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import time
 from typing import Tuple
 
 import numpy as np
 
-USAGE = "usage: python -m maze {generate,check} [--help | options]"
+USAGE = "usage: python -m maze {generate,check,train,eval} [--help | options]"
 
 
 def error_exit(message: str) -> "NoReturn":  # noqa: F821
@@ -116,12 +123,23 @@ def main(argv=None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
-    if argv[0] not in ("generate", "check"):
+    if argv[0] not in ("generate", "check", "train", "eval"):
         error_exit(f"unknown command {argv[0]!r}\n{USAGE}")
-    args = build_parser().parse_args(argv)
     try:
+        if argv[0] in ("train", "eval"):
+            from maze.task import MAZE
+            if argv[0] == "train":
+                from reasoner.train_cli import main as entry
+            else:
+                from reasoner.eval_cli import main as entry
+            entry(MAZE, argv[1:])
+            return
+        args = build_parser().parse_args(argv)
         (_generate if args.cmd == "generate" else _check)(args)
-    except (ValueError, OSError) as e:
+    except KeyboardInterrupt:  # outside training's own handler: nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError, pickle.UnpicklingError, UnicodeDecodeError) as e:
         named = isinstance(e, OSError) and getattr(e, "filename", None)
         error_exit(f"{e.filename}: {e.strerror}" if named else str(e))
 

@@ -1,11 +1,12 @@
 """`python -m sudoku generate|check|train|eval ...`: the one entry to the Sudoku reasoner.
 
-generate / check: sudoku.data; train: sudoku.train; eval: sudoku.evaluate. Each takes
---help. The defaults of `train` are a small model that trains on a 2-core CPU in minutes.
-Bad input (a missing or corrupt checkpoint, malformed CSV / npy data, no puzzles, an
-unsupported config, a device this machine lacks, a value out of range, an output path that
-cannot be written) prints `error: <message>` and exits 2, without a traceback, before any
-work. Ctrl-C exits 130 (in `train`: after saving a checkpoint; see sudoku.train).
+generate / check: sudoku.data; train: reasoner.train_cli; eval: reasoner.eval_cli (both with
+the Sudoku task, sudoku.task). Each takes --help. The defaults of `train` are a small model
+that trains on a 2-core CPU in minutes. Bad input (a missing or corrupt checkpoint, a
+checkpoint of another task, malformed CSV / npy data, no puzzles, an unsupported config, a
+device this machine lacks, a value out of range, an output path that cannot be written)
+prints `error: <message>` and exits 2, without a traceback, before any work. Ctrl-C exits
+130 (in `train`: after saving a checkpoint; see reasoner.train_cli).
 """
 import csv
 import pickle
@@ -31,12 +32,13 @@ def run(argv) -> None:
     if cmd in ("generate", "check"):
         from sudoku.data import main as entry
         entry([cmd] + rest)
-    elif cmd == "train":
-        from sudoku.train import main as entry
-        entry(rest)
-    elif cmd == "eval":
-        from sudoku.evaluate import main as entry
-        entry(rest)
+    elif cmd in ("train", "eval"):
+        from sudoku.task import SUDOKU
+        if cmd == "train":
+            from reasoner.train_cli import main as entry
+        else:
+            from reasoner.eval_cli import main as entry
+        entry(SUDOKU, rest)
     else:
         error_exit(f"unknown command {cmd!r}\n{USAGE}")
 

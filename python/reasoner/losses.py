@@ -5,15 +5,16 @@
 then divided by the batch size (EqR backpropagates loss / global_batch_size). CE is
 stablemax cross-entropy in float64 (EqR's default `stablemax_cross_entropy`: s(x) = x + 1 for
 x >= 0, 1 / (1 - x) for x < 0, normalised) or softmax cross-entropy (`softmax`). Cells whose
-label is PAD (0) are unlabelled; in Sudoku all 81 cells are labelled.
+label is PAD (0, EqR's pad_id / ignore_label_id in both its datasets) are unlabelled; in
+Sudoku and the mazes every cell is labelled.
 """
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
-from sudoku.tokens import PAD_TOKEN
 
+PAD_TOKEN = 0       # the unlabelled-cell label
 LOSSES = ("stablemax", "softmax")
 HALT_WEIGHT = 0.5
 

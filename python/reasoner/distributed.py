@@ -1,4 +1,4 @@
-"""torchrun set-up shared by `sudoku train` and `sudoku eval`: one place for the process group.
+"""torchrun set-up shared by the reasoner CLIs (train, eval): one place for the process group.
 
 Under torchrun (RANK and WORLD_SIZE set) `init_from_env(device)` starts the process group
 (NCCL on GPUs, gloo on CPU) and returns this rank's device; alone it does nothing.

@@ -1,49 +1,30 @@
-"""Training of the Sudoku reasoner with EqR's recipe: deep supervision, AdamW + warm-up, EMA.
+"""Training of the reasoner with EqR's recipe: deep supervision, AdamW + warm-up, EMA.
 
 Per batch, up to `supervision_steps` segments: each runs one reasoning step from the
-carried latents (detached between segments), takes EqR's loss (sudoku.losses: stablemax
+carried latents (detached between segments), takes EqR's loss (reasoner.losses: stablemax
 cross-entropy normalised per sample + 0.5 x the halting BCE, over the batch size; `--loss
 softmax` for softmax cross-entropy) and an optimizer step. The gradient flows through the
 whole last round (grad_rounds = 1: EqR's latent_recursion, all L_cycles z_L updates and the
 z_H update; earlier rounds run without autograd) or the last grad_rounds rounds;
 `--one-step-grad` records only the last z_L update and the z_H update. The update noise comes
 from the same counter-based stream as inference (eqk.LoopedUpdate, seeded per forward from
-torch's RNG, whose state the checkpoint keeps). A segment whose boards are all solved and
-whose halting head says so ends the batch early.
+torch's RNG, whose state the checkpoint keeps). A segment whose answers are all right and
+whose halting head says so ends the batch early. The task (reasoner.task) gives the
+augmentation and the cells the logged cell accuracy counts.
 
-Checkpoints (`<out>/ckpt.pt`, format sudoku.checkpoint.FORMAT_VERSION) hold the model
-config, weights, optimizer, EMA weights, the data position and every RNG state, so a resumed
-run continues exactly where the interrupted one stopped; they are written atomically (the old
-file or the whole new one). Metrics go to `<out>/metrics.jsonl`, one row per batch.
-
-CLI:  python -m sudoku train --data train.csv --out runs/a     (python/ on PYTHONPATH)
-      The run folder (cli_safety.run_dir): an --out that holds a run is refused unless
-      --resume (continue it; an error if it has no checkpoint), --resume-if-exists (continue
-      if there is a checkpoint, else start; for requeued jobs) or --overwrite (delete its
-      checkpoint and metrics, start over) says what to do. Resuming cuts metrics.jsonl back to
-      the checkpoint's step, so every step is logged once.
-      Ctrl-C (SIGINT) or SIGTERM: the run finishes its batch, saves a checkpoint, prints the
-      command that resumes it and exits 128 + the signal (130, SIGTERM 143); a second signal
-      is ignored (torchrun forwards the one it gets), Ctrl-\\ quits without saving. Under
-      torchrun every rank stops after the same batch (one flag all-reduce per batch,
-      benchmarks/bench_stop_agreement.py), rank 0 saves, all wait for it; torchrun SIGKILLs
-      workers 30 s (its --shutdown-timeout) after forwarding a signal: one batch plus a save
-      must fit in that.
-      The defaults are a CPU-sized run (hidden 64, H_cycles 1,
-      L_cycles 2); the recipe's GPU config is  --hidden 512 --H-cycles 3 --L-cycles 6
-      --batch-size 768 --lr 1e-4 --weight-decay 1.0 --warmup 2000 --steps 50000
-      --ema-decay 0.999 --latent-dtype bfloat16 (EqR's forward_dtype).
-      Data-parallel: torchrun --nproc-per-node N -m sudoku train ... (DDP; gloo on CPU,
-      NCCL on GPUs; --batch-size is the global batch).
+Checkpoints (`<out>/ckpt.pt`, format reasoner.checkpoint.FORMAT_VERSION) hold the task's
+name, the model config, weights, optimizer, EMA weights, the data position and every RNG
+state, so a resumed run continues exactly where the interrupted one stopped; they are written
+atomically (the old file or the whole new one). Metrics go to `<out>/metrics.jsonl`, one row
+per batch. The command line (`python -m sudoku train`, `python -m maze train`) is
+reasoner.train_cli.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 import random
-import shlex
 import sys
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -51,22 +32,16 @@ from typing import Optional
 import torch
 
 from cli_safety.atomic_files import atomic_path
-from cli_safety.devices import default_device, parse_device
-from cli_safety.output_paths import check_output_dir
-from cli_safety.run_dir import CHECKPOINT, LOG, clear_run, cut_log, plan_run_dir
+from cli_safety.run_dir import CHECKPOINT, LOG, cut_log
 from cli_safety.stop_signal import StopOnSignal
 from cli_safety.values import SEED, Range
 from eqkernels.progress import progress_bar
-from sudoku.checkpoint import (FORMAT_VERSION, CheckpointError, config_from_ours, load_checked,
-                               load_model, read_file)
-from sudoku.distributed import barrier, dist_info, init_from_env, launched_by_torchrun
-from sudoku.losses import LOSSES, eqr_loss
-from sudoku.model import LATENT_DTYPES, ReasonerConfig, SudokuReasoner
-
-
-# (H_cycles, L_cycles) of the CPU-sized default: few block applications per reasoning step,
-# so a step is cheap and the answer needs several steps (depth is visible).
-SMALL_CYCLES = (1, 2)
+from reasoner.checkpoint import (FORMAT_VERSION, CheckpointError, config_from_ours, load_checked,
+                                 load_model, read_file)
+from reasoner.distributed import barrier, dist_info
+from reasoner.losses import LOSSES, eqr_loss
+from reasoner.model import Reasoner
+from reasoner.task import Task
 
 
 @dataclass
@@ -81,7 +56,7 @@ class TrainConfig:
     supervision_steps: int = 16
     grad_rounds: int = 1            # rounds recorded whole (1: EqR's last latent_recursion)
     one_step_grad: bool = False     # record only the last z_L update and the z_H update
-    loss: str = "stablemax"         # or "softmax" (sudoku.losses)
+    loss: str = "stablemax"         # or "softmax" (reasoner.losses)
     checkpoint_every: int = 200
     augment: bool = True
     seed: int = 0
@@ -97,7 +72,6 @@ TRAIN_RANGES = dict(batch_size=Range(int, min=1), steps=Range(int, min=1),
                     warmup=Range(int, min=0), ema_decay=Range(float, min=0, max=1),
                     supervision_steps=Range(int, min=1), grad_rounds=Range(int, min=1),
                     checkpoint_every=Range(int, min=1), seed=SEED)
-POSITIVE = Range(int, min=1)  # model sizes and cycle counts
 
 
 def _grad_mode(cfg: "TrainConfig"):
@@ -116,16 +90,26 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class Trainer:
-    def __init__(self, model: SudokuReasoner, questions, answers, cfg: TrainConfig, out: str,
-                 augment_fn=None):
-        if questions.shape != answers.shape or questions.dim() != 2 or questions.shape[1] != 81:
-            raise ValueError(f"questions and answers must both be (N, 81), got "
-                             f"{tuple(questions.shape)}, {tuple(answers.shape)}")
+    """Trains `model` on questions, answers (N, seq_len) int64 tokens into the run folder
+    `out`. task: the reasoner.task.Task (its augmentation when cfg.augment and no augment_fn
+    is given, and the cells the logged cell accuracy counts; default the base task);
+    augment_fn(questions, answers) -> (questions, answers): an augmentation of its own;
+    board: the data's (height, width) grid, for a task whose augmentation needs it."""
+
+    def __init__(self, model: Reasoner, questions, answers, cfg: TrainConfig, out: str,
+                 augment_fn=None, task: Optional[Task] = None, board=None):
+        L = model.cfg.seq_len
+        if questions.shape != answers.shape or questions.dim() != 2 or questions.shape[1] != L:
+            raise ValueError(f"questions and answers must both be (N, {L}) (the model's "
+                             f"seq_len), got {tuple(questions.shape)}, {tuple(answers.shape)}")
         if cfg.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
         _grad_mode(cfg)
         self.model, self.cfg, self.out = model, cfg, out
         self.questions, self.answers = questions, answers
+        self.task = task or Task()
+        if augment_fn is None:
+            augment_fn = lambda q, a: self.task.augment(q, a, board=board)  # noqa: E731
         self.augment_fn = augment_fn if cfg.augment else None
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                                      weight_decay=cfg.weight_decay)
@@ -164,7 +148,7 @@ class Trainer:
         """One batch of deep supervision; returns its metrics."""
         device = next(self.model.parameters()).device
         q, a = (t.to(device) for t in self._next_batch())
-        blanks = q == 1
+        blanks = self.task.scored_cells(q, a)
         carry, losses, segments = None, [], 0
         for _ in range(self.cfg.supervision_steps):
             for group in self.opt.param_groups:
@@ -241,7 +225,7 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------
     def state(self):
-        return dict(format_version=FORMAT_VERSION,
+        return dict(format_version=FORMAT_VERSION, task=self.task.name,
                     model_config=self.model.cfg.to_dict(), train_config=asdict(self.cfg),
                     model=self.model.state_dict(), ema=self.ema.state_dict(),
                     optimizer=self.opt.state_dict(), step=self.step, epoch=self.epoch,
@@ -259,7 +243,10 @@ class Trainer:
         cut <out>/metrics.jsonl back to its step."""
         ckpt = read_file(path)
         if "model_config" not in ckpt:
-            raise CheckpointError(f"{path} is not a checkpoint of sudoku train (cannot resume)")
+            raise CheckpointError(f"{path} is not a checkpoint of a reasoner run (cannot resume)")
+        if ckpt.get("task", self.task.name) != self.task.name:
+            raise CheckpointError(f"{path}: cannot resume: it is a {ckpt['task']} run, this is "
+                                  f"{self.task.name}; start a new --out folder")
         cfg, version = config_from_ours(ckpt, path)
         if version != FORMAT_VERSION or cfg != self.model.cfg:
             raise CheckpointError(f"{path}: cannot resume: its model (format {version}, "
@@ -282,90 +269,6 @@ class Trainer:
 
 def load_checkpoint(path: str, device="cpu", ema: bool = True):
     """(model, checkpoint dict): the EMA weights by default, ready for evaluation; reads our
-    checkpoints and EqR's .pth (sudoku.checkpoint.load_model)."""
+    checkpoints and EqR's .pth (reasoner.checkpoint.load_model)."""
     model, info = load_model(path, device=device, weights="ema" if ema else "model")
     return model, info["checkpoint"]
-
-
-def main(argv=None):
-    from sudoku import data as sdata
-    argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="python -m sudoku train",
-                                description="Train the Sudoku equilibrium reasoner (EqR's recipe).")
-    p.add_argument("--data", required=True,
-                   help="CSV in the Sudoku-Extreme format, or an EqR/HRM dataset folder "
-                        "(dataset.json + all__*.npy; a folder holding train/ uses train/)")
-    p.add_argument("--out", required=True, help="run directory (checkpoint, metrics)")
-    runs = p.add_mutually_exclusive_group()
-    runs.add_argument("--resume", action="store_true",
-                      help="continue the run in --out from its checkpoint (an error if none)")
-    runs.add_argument("--resume-if-exists", action="store_true",
-                      help="continue if --out holds a checkpoint, else start a new run there "
-                           "(for jobs requeued with one command line)")
-    runs.add_argument("--overwrite", action="store_true",
-                      help="start over in an --out that holds a run (deletes its checkpoint "
-                           "and metrics); without it such an --out is refused")
-    p.add_argument("--hidden", type=POSITIVE, default=64,
-                   help="64: a CPU-sized model; the recipe uses 512 (see the module docstring)")
-    p.add_argument("--layers", type=POSITIVE, default=2)
-    p.add_argument("--H-cycles", dest="H_cycles", type=POSITIVE, default=SMALL_CYCLES[0],
-                   help="z_H updates per reasoning step (the recipe: 3)")
-    p.add_argument("--L-cycles", dest="L_cycles", type=POSITIVE, default=SMALL_CYCLES[1],
-                   help="z_L updates per z_H update (the recipe: 6)")
-    p.add_argument("--latent-dtype", choices=sorted(LATENT_DTYPES), default="float32",
-                   help="precision of the latents and blocks (EqR's forward_dtype: bfloat16)")
-    p.add_argument("--device", default=default_device())
-    for name, value in asdict(TrainConfig()).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            p.add_argument(flag, action="store_true", default=value) if not value else \
-                p.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false")
-        elif name == "loss":
-            p.add_argument(flag, choices=LOSSES, default=value)
-        else:
-            p.add_argument(flag, type=TRAIN_RANGES[name], default=value)
-    args = p.parse_args(argv)
-    cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
-    # Everything that can be refused is refused here, before the data is read or a file touched.
-    device = parse_device(args.device)
-    check_output_dir(args.out, "--out")
-    plan = plan_run_dir(args.out, overwrite=args.overwrite, resume="required" if args.resume
-                        else "if_exists" if args.resume_if_exists else "never")
-    device = init_from_env(device)
-    rank, world = dist_info()
-    if cfg.batch_size < world:
-        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is smaller than the "
-                         f"{world} ranks: every rank needs a sample")
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    random.seed(cfg.seed)
-    questions, answers = sdata.load_tensors(args.data, split="train")
-    model = SudokuReasoner(ReasonerConfig(hidden=args.hidden, layers=args.layers,
-                                          H_cycles=args.H_cycles, L_cycles=args.L_cycles,
-                                          latent_dtype=args.latent_dtype)).to(device)
-    if plan.start_over and rank == 0:
-        clear_run(args.out)
-    trainer = Trainer(model, questions, answers, cfg, args.out, augment_fn=sdata.augment_batch)
-    if plan.resume:
-        trainer.load(os.path.join(args.out, CHECKPOINT))
-    if rank == 0:
-        print(f"{plan.note}: resumed at step {trainer.step}" if plan.resume else plan.note)
-    with StopOnSignal() as stop:
-        interrupted = trainer.run(stop=stop)
-    if interrupted:
-        if rank == 0:
-            print(f"interrupted ({stop.signal_name}) at step {trainer.step}: saved "
-                  f"{os.path.join(args.out, CHECKPOINT)}\nresume with: "
-                  f"{resume_command(argv, world)}", file=sys.stderr)
-        sys.exit(stop.exit_code)
-
-
-def resume_command(argv, world: int) -> str:
-    """The command line that continues this run: the same options with --resume."""
-    keep = [a for a in argv if a not in ("--resume", "--resume-if-exists", "--overwrite")]
-    launcher = (f"torchrun --nproc-per-node {world} -m sudoku train" if launched_by_torchrun()
-                else "python -m sudoku train")
-    return f"{launcher} {shlex.join(keep)} --resume"
-
-
-if __name__ == "__main__":
-    main()

@@ -36,9 +36,9 @@ GRAPH_COMPACT_BELOW = 0.75  # with graphs: compact once a quarter of the batch h
 
 @dataclass
 class StepRecord:
-    """One reasoning step of every start (n = puzzles x breadth). The tensors are the run's
+    """One reasoning step of every start (n = examples x breadth). The tensors are the run's
     buffers, rewritten by a later step: copy what you keep.
-    pred: (n, 81) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
+    pred: (n, seq_len) predicted tokens (a halted start keeps its last); residual: (n,) mean latent
     change per element of z_H over the last RESIDUAL_WINDOW steps; running: (n,) bool, still
     reasoning after this step; steps_used: (n,); change: (n,) float32 this step's latent
     change per element of z_H (0 where the start did not run the step; inf for a start whose
@@ -162,8 +162,8 @@ def reasoning_steps(model, tokens: torch.Tensor, starts, *, depth: int, full_dep
                     compact_below: Optional[float] = None) -> Iterator[StepRecord]:
     """Run every start for up to `depth` reasoning steps; yield a StepRecord after each.
 
-    model: a SudokuReasoner (its kernel path: model.kernel_path). tokens: (n, 81); starts:
-    (z_H, z_L), each (n, 81, hidden). One eqk.LoopedUpdate (seed `seed`) draws the noise of
+    model: a reasoner.model.Reasoner (its kernel path: model.kernel_path). tokens: (n, seq_len); starts:
+    (z_H, z_L), each (n, seq_len, hidden). One eqk.LoopedUpdate (seed `seed`) draws the noise of
     the whole run. graphs: capture each segment as a CUDA graph (None: on for a CUDA device
     when the model's kernel path is not "eager"; on a CPU segments always run uncaptured).
     segment_steps: K, steps between host reads of the halting flags (default 1, or

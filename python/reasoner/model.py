@@ -1,37 +1,48 @@
-"""Sudoku equilibrium reasoner: EqR's model (locuslab/EqR, models/eqr.py), on eqkernels' update.
+"""The equilibrium reasoner: EqR's model (locuslab/EqR, models/eqr.py), on eqkernels' update,
+for any task of fixed-length token sequences (Sudoku, mazes).
 
 The recipe, as EqR's `InnerNetwork` computes it:
-  x = embed(tokens) * sqrt(hidden); latents z_H, z_L: (B, 81, hidden).
+  x = embed(tokens) * sqrt(hidden); latents z_H, z_L: (B, seq_len, hidden).
   One update of a latent z with injection u:
       z <- (1 - damping) z + damping * blocks(z + u) + noise_std * eps
   run by `eqk.LoopedUpdate`: fused and in place at inference; in training the same fused
   update gives the value and autograd records the linear part's gradient (one counter-based
   noise stream for both).
   One round = L_cycles updates of z_L with u = z_H + x, then one update of z_H with u = z_L.
-  One reasoning step = H_cycles rounds. Outputs: lm_head(z_H) per cell, and the halting
+  One reasoning step = H_cycles rounds. Outputs: lm_head(z_H) per token, and the halting
   head on z_H's first token (logit 0 = "halt").
-  blocks = `layers` post-norm layers:
-      token mixing: seen as (B, hidden, 81), h <- rms_norm(h + SwiGLU_81(h)) with the norm
-                    over the 81 TOKENS (EqR's mlp_t), i.e. over dim 1 of (B, 81, hidden);
+  blocks = `layers` post-norm layers, token mixing then a channel MLP:
+      token MLP (EqR's mlp_t: true, its Sudoku model): seen as (B, hidden, seq_len),
+                    h <- rms_norm(h + SwiGLU_seq_len(h)) with the norm over the TOKENS,
+                    i.e. over dim 1 of (B, seq_len, hidden) (eqk.nn.LoopedTransformerStack);
+      attention (mlp_t: false, its Maze model; cfg.attention): h <- rms_norm(h + attn(h))
+                    over hidden, multi-head self-attention with RoPE over the tokens
+                    (pos_encoding "rope"), a height x width board ("rope2d") or none
+                    (eqk.nn.LoopedAttentionStack);
       channel MLP:  h <- rms_norm(h + SwiGLU_hidden(h)) over hidden.
   rms_norm: no learned scale, eps 1e-5, computed in float32 (float64 for float64 latents).
+seq_len and vocab are the task's (EqR takes them from its dataset's dataset.json), as is
+the board of "rope2d" (default: a square of seq_len cells, EqR's rule).
 Precision (`latent_dtype`): z_H, z_L, x and every block run in that dtype, the weights cast
-to it once per forward (EqR's `forward_dtype`: bfloat16 keeps the latents in bf16).
+to it once per forward (EqR's `forward_dtype`: bfloat16 keeps the latents in bf16; the RoPE
+rotation runs in float32, as EqR's).
 Starts: EqR's compensated truncated normal (std exactly H_init_std / L_init_std, clipped at
 +-2 comp_std), or, for TRM-style checkpoints (`fixed_init`), the learned H_init / L_init
-vectors broadcast to every cell.
+vectors broadcast to every token.
 Before checkpoint format 2 our token-mixing norm ran over hidden (`mlp_t_norm="hidden"`): a
-different model, kept only to run checkpoints trained with it (sudoku.checkpoint flags them).
-Kernels (`SudokuReasoner(cfg, kernels=...)`, or `model.kernels = ...` after loading), for every
+different model, kept only to run checkpoints trained with it (reasoner.checkpoint flags them).
+Kernels (`Reasoner(cfg, kernels=...)`, or `model.kernels = ...` after loading), for every
 update autograd does not record:
   "eager"    the block in plain PyTorch, the update fused (eqk.LoopedUpdate);
   "fused"    the block and the update as eqkernels' fused ops (Triton on CUDA, their
-             reference ops on CPU);
+             reference ops on CPU); the token-MLP model only;
   "compile"  one reasoning step under torch.compile(fullgraph=True), update op inside;
-  "auto"     the fastest path on the device: eager on CPU; on CUDA fused where Triton runs
-             and the dtype has fused kernels, else compile where Triton runs, else eager.
-Recorded updates (training) always run the plain-PyTorch block under autograd. The attention
-and mlp_t_norm="hidden" variants run eager only ("auto" does; "fused"/"compile" are refused).
+  "auto"     the fastest path on the device: eager on CPU; on CUDA, the token-MLP model
+             fused where Triton runs and the dtype has fused kernels, else compile where
+             Triton runs, else eager; the attention model compile where Triton runs
+             (inductor around SDPA's flash kernel), else eager.
+Recorded updates (training) always run the plain-PyTorch block under autograd. The
+mlp_t_norm="hidden" variant runs eager only ("auto" does; "fused"/"compile" are refused).
 """
 from __future__ import annotations
 
@@ -44,19 +55,23 @@ from torch import nn
 from torch.nn import functional as F
 
 import eqkernels as eqk
-from eqkernels.nn import LoopedTransformerStack, SelfAttention, SwiGLU, swiglu_inner_width  # noqa: F401
-from eqkernels.nn.looped_transformer import rms_norm
+from eqkernels.nn import (LoopedAttentionStack, LoopedTransformerStack, SwiGLU, rms_norm,
+                         swiglu_inner_width)  # noqa: F401
 from eqkernels.solvers import SegmentRunner
-from sudoku.tokens import CELLS as SEQ_LEN, VOCAB_SIZE as VOCAB
 
 LATENT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 MLP_T_NORMS = ("token", "hidden")
+POS_ENCODINGS = ("none", "rope", "rope2d")
 KERNELS = ("auto", "fused", "compile", "eager")
 FUSED_DTYPES = (torch.float32, torch.bfloat16)  # the block ops' Triton dtypes (float64: references)
 
 
 @dataclass
 class ReasonerConfig:
+    """The model's options. seq_len and vocab come from the task (its data); the other
+    defaults are EqR's config/arch/eqr.yaml (its Sudoku recipe)."""
+    seq_len: int                     # tokens per example (81 Sudoku cells, H * W maze cells)
+    vocab: int                       # token ids in [0, vocab)
     hidden: int = 512
     layers: int = 2
     expansion: float = 4.0
@@ -65,10 +80,11 @@ class ReasonerConfig:
     damping: float = 0.95            # EqR's lambda_
     noise_std: float = 0.01          # EqR's noise_scale
     rms_eps: float = 1e-5
-    attention: bool = False          # token mixing by self-attention instead of the token MLP
+    attention: bool = False          # token mixing by self-attention (EqR's mlp_t: false)
     heads: int = 8
-    vocab: int = VOCAB
-    seq_len: int = SEQ_LEN
+    pos_encoding: str = "none"       # attention's positions: none, rope (1-D), rope2d (board)
+    rope_base: float = 10000.0       # EqR's rope_theta
+    board: Optional[Tuple[int, int]] = None  # rope2d's (height, width); None: a square
     H_init_std: float = 1.0          # random starts' std of z_H / z_L (EqR's H/L_init_std)
     L_init_std: float = 1.0
     latent_dtype: str = "float32"    # float32, bfloat16 (EqR's forward_dtype) or float64
@@ -81,15 +97,50 @@ class ReasonerConfig:
                              f"{self.latent_dtype!r}")
         if self.mlp_t_norm not in MLP_T_NORMS:
             raise ValueError(f"mlp_t_norm must be one of {MLP_T_NORMS}, got {self.mlp_t_norm!r}")
-        for name in ("hidden", "layers", "H_cycles", "L_cycles", "vocab", "seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        for name in ("hidden", "layers", "H_cycles", "L_cycles", "vocab", "seq_len", "heads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must be in (0, 1], got {self.damping!r}")
-        if self.attention and self.latent_dtype != "float32":
-            raise ValueError("attention token mixing runs float32 latents only (latent_dtype)")
         if self.noise_std < 0 or self.H_init_std < 0 or self.L_init_std < 0:
             raise ValueError("noise_std, H_init_std and L_init_std must be >= 0")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got "
+                             f"{self.pos_encoding!r}")
+        if self.pos_encoding != "none" and not self.attention:
+            raise ValueError(f"pos_encoding {self.pos_encoding!r} needs attention token mixing "
+                             f"(the token MLP has no positions)")
+        if self.attention:
+            if self.hidden % self.heads:
+                raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            if self.mlp_t_norm != "token":
+                raise ValueError("mlp_t_norm applies to the token MLP, not to attention")
+        if self.board is not None:
+            board = tuple(self.board)
+            if len(board) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                          for v in board):
+                raise ValueError(f"board must be (height, width), ints >= 1, got {self.board!r}")
+            if board[0] * board[1] != self.seq_len:
+                raise ValueError(f"board {board[0]}x{board[1]} has {board[0] * board[1]} cells, "
+                                 f"seq_len is {self.seq_len}")
+            self.board = board
+        if self.pos_encoding == "rope2d":
+            self.board = self.rope_board
+            if (self.hidden // self.heads) % 4:
+                raise ValueError(f"pos_encoding 'rope2d' needs hidden / heads divisible by 4, got "
+                                 f"{self.hidden} / {self.heads}")
+
+    @property
+    def rope_board(self) -> Tuple[int, int]:
+        """rope2d's (height, width): `board`, else a square of seq_len cells (EqR's rule)."""
+        if self.board is not None:
+            return tuple(self.board)
+        side = math.isqrt(self.seq_len)
+        if side * side != self.seq_len:
+            raise ValueError(f"pos_encoding 'rope2d' needs board=(height, width): seq_len "
+                             f"{self.seq_len} is not a square")
+        return side, side
 
     @property
     def dtype(self) -> torch.dtype:
@@ -129,33 +180,25 @@ def _swiglu(x, w_gate_up, w_down):
 
 
 class LegacyReasonerLayer(nn.Module):
-    """The variants outside EqR's block, eager only: token mixing by self-attention
-    (cfg.attention), or the pre-format-2 token MLP normalised over hidden (mlp_t_norm
-    "hidden"); then h <- norm(h + SwiGLU over hidden). EqR's own layer is
-    eqk.nn.LoopedTransformerLayer."""
+    """The pre-format-2 layer, eager only: the token MLP normalised over hidden (mlp_t_norm
+    "hidden"), then h <- norm(h + SwiGLU over hidden). EqR's own layers are
+    eqk.nn.LoopedTransformerLayer and eqk.nn.LoopedAttentionLayer."""
 
     def __init__(self, cfg: ReasonerConfig):
         super().__init__()
         self.eps = cfg.rms_eps
-        if cfg.attention:
-            self.attn = SelfAttention(cfg.hidden, cfg.heads, bias=False)
-        else:
-            self.mlp_t = SwiGLU(cfg.seq_len, cfg.expansion)  # mixes the 81 cells, per channel
+        self.mlp_t = SwiGLU(cfg.seq_len, cfg.expansion)  # mixes the tokens, per channel
         self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
 
     def weights(self, dtype) -> tuple:
         """This layer's matrices in `dtype` (cast once, reused by every update of a forward)."""
-        mats = [self.mlp.gate_up_proj.weight, self.mlp.down_proj.weight]
-        if not hasattr(self, "attn"):
-            mats = [self.mlp_t.gate_up_proj.weight, self.mlp_t.down_proj.weight] + mats
+        mats = [self.mlp_t.gate_up_proj.weight, self.mlp_t.down_proj.weight,
+                self.mlp.gate_up_proj.weight, self.mlp.down_proj.weight]
         return tuple(w if w.dtype == dtype else w.to(dtype) for w in mats)
 
     def apply(self, h, w):
-        if hasattr(self, "attn"):
-            h = rms_norm(h + self.attn(h), self.eps)
-        else:
-            h = rms_norm(h + _swiglu(h.transpose(1, 2), w[0], w[1]).transpose(1, 2), self.eps)
-        return rms_norm(h + _swiglu(h, w[-2], w[-1]), self.eps)
+        h = rms_norm(h + _swiglu(h.transpose(1, 2), w[0], w[1]).transpose(1, 2), self.eps)
+        return rms_norm(h + _swiglu(h, w[2], w[3]), self.eps)
 
 
 class LegacyReasonerStack(nn.Module):
@@ -178,19 +221,25 @@ class LegacyReasonerStack(nn.Module):
 
 
 def reasoner_stack(cfg: ReasonerConfig) -> nn.Module:
-    """The block of `cfg`: eqk.nn.LoopedTransformerStack (EqR's layer), or the legacy stack of
-    the attention / mlp_t_norm="hidden" variants. Parameter names: layers.{i}.mlp_t.*,
-    layers.{i}.mlp.* (layers.{i}.attn.* for attention), as in checkpoints."""
-    if cfg.attention or cfg.mlp_t_norm != "token":
+    """The block of `cfg`: eqk.nn.LoopedTransformerStack (EqR's token-MLP layer),
+    eqk.nn.LoopedAttentionStack (its attention layer), or the legacy mlp_t_norm="hidden" stack.
+    Parameter names: layers.{i}.mlp_t.* or layers.{i}.attn.*, then layers.{i}.mlp.*, as in
+    checkpoints."""
+    if cfg.attention:
+        return LoopedAttentionStack(cfg.layers, cfg.hidden, cfg.heads, cfg.expansion, cfg.rms_eps,
+                                    pos_encoding=cfg.pos_encoding, seq_len=cfg.seq_len,
+                                    board=cfg.board if cfg.pos_encoding == "rope2d" else None,
+                                    rope_base=cfg.rope_base)
+    if cfg.mlp_t_norm != "token":
         return LegacyReasonerStack(cfg)
     return LoopedTransformerStack(cfg.layers, cfg.seq_len, cfg.hidden, cfg.expansion, cfg.rms_eps)
 
 
-class SudokuReasoner(nn.Module):
+class Reasoner(nn.Module):
     """`logits, q_logits, carry = model(tokens, carry=None, steps=1)`.
 
-    tokens: (B, 81) int64 in [0, vocab). carry: (z_H, z_L) from a previous call, or None for
-    fresh starts. steps: reasoning steps (H_cycles rounds each). Returns logits (B, 81, vocab)
+    tokens: (B, seq_len) int64 in [0, vocab). carry: (z_H, z_L) from a previous call, or None for
+    fresh starts. steps: reasoning steps (H_cycles rounds each). Returns logits (B, seq_len, vocab)
     and halting logits (B, 2) (index 0 is EqR's q_halt), float32, and the new carry (detached,
     in cfg.latent_dtype).
     grad: "none" (inference: every update fused and in place), "last" (EqR's: the whole last
@@ -206,9 +255,11 @@ class SudokuReasoner(nn.Module):
     (TRITON_INTERPRET=1); a plain attribute.
     """
 
-    def __init__(self, cfg: Optional[ReasonerConfig] = None, kernels: str = "auto"):
+    def __init__(self, cfg: ReasonerConfig, kernels: str = "auto"):
         super().__init__()
-        self.cfg = cfg = cfg or ReasonerConfig()
+        if not isinstance(cfg, ReasonerConfig):
+            raise TypeError(f"cfg must be a ReasonerConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
         nn.init.normal_(self.embed_tokens.weight, std=1.0 / math.sqrt(cfg.hidden))
         self.L_level = reasoner_stack(cfg)
@@ -233,15 +284,22 @@ class SudokuReasoner(nn.Module):
     def kernels(self, value: str) -> None:
         if value not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {value!r}")
-        why = self.eager_only()
-        if value in ("fused", "compile") and why:
-            raise ValueError(f"kernels={value!r} is not available: {why}; use 'eager' or 'auto'")
+        why = self.unavailable(value)
+        if why:
+            raise ValueError(f"kernels={value!r} is not available: {why}; use "
+                             f"{'compile, ' if value == 'fused' and self.cfg.attention else ''}"
+                             f"'eager' or 'auto'")
         self._kernels = value
+
+    def unavailable(self, kernels: str) -> str:
+        """Why this model variant cannot run `kernels` ('' when it can)."""
+        if kernels == "fused" and self.cfg.attention:
+            return ("the attention token-mixing model has no fused block (its attention is "
+                    "SDPA's kernel; 'compile' fuses the rest around it)")
+        return self.eager_only() if kernels in ("fused", "compile") else ""
 
     def eager_only(self) -> str:
         """Why this model variant runs the eager path only ('' when it has the others)."""
-        if self.cfg.attention:
-            return "the attention token-mixing variant has no fused or compiled block"
         if self.cfg.mlp_t_norm != "token":
             return ("the legacy mlp_t_norm='hidden' layer (format-1 checkpoints) has no fused "
                     "or compiled block")
@@ -263,13 +321,15 @@ class SudokuReasoner(nn.Module):
         triton_ok, triton_why = eqk.backends()["triton"]
         if not triton_ok:
             return "eager", f"auto on cuda without Triton ({triton_why})"
+        if self.cfg.attention:
+            return "compile", "auto on cuda: the attention model compiled (SDPA's kernel inside)"
         if self.cfg.dtype in FUSED_DTYPES:
             return "fused", "auto on cuda: fused Triton block"
         return "compile", f"auto on cuda: no fused block for {self.cfg.latent_dtype}"
 
     # ---- pieces -----------------------------------------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 81) tokens -> x: (B, 81, hidden) in the latent dtype.
+        """(B, seq_len) tokens -> x: (B, seq_len, hidden) in the latent dtype.
 
         Out-of-range tokens raise ValueError (a host-side check); inside a torch.compile'd
         region the check is a device-side assert instead, so the graph never syncs."""
@@ -286,7 +346,7 @@ class SudokuReasoner(nn.Module):
         return F.embedding(tokens, table) * math.sqrt(self.cfg.hidden)
 
     def initial_carry(self, batch: int, device=None, generator=None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Starts (z_H, z_L), each (batch, 81, hidden) in the latent dtype: EqR's truncated
+        """Starts (z_H, z_L), each (batch, seq_len, hidden) in the latent dtype: EqR's truncated
         normal (std H_init_std / L_init_std), or the fixed H_init / L_init of a TRM model."""
         cfg = self.cfg
         shape = (batch, cfg.seq_len, cfg.hidden)
@@ -299,7 +359,7 @@ class SudokuReasoner(nn.Module):
         return z[0].clone(), z[1].clone()
 
     def heads(self, z_H: torch.Tensor):
-        """(logits (B, 81, vocab), q_logits (B, 2)), float32, computed in z_H's dtype."""
+        """(logits (B, seq_len, vocab), q_logits (B, 2)), float32, computed in z_H's dtype."""
         dt = z_H.dtype
         logits = F.linear(z_H, self.lm_head.weight.to(dt))
         q = F.linear(z_H[:, 0], self.q_head.weight.to(dt), self.q_head.bias.to(dt))
@@ -346,7 +406,7 @@ class SudokuReasoner(nn.Module):
     def reasoning_step(self, upd, z_H, z_L, x, weights, path: Optional[str] = None) -> None:
         """One reasoning step (H_cycles rounds), unrecorded and in place on z_H, z_L, on the
         kernel path `path` (default: self.kernel_path(z_H.device)). No host syncs: K calls
-        can be captured in one CUDA graph. z_H, z_L, x: (B, 81, hidden) contiguous, latent
+        can be captured in one CUDA graph. z_H, z_L, x: (B, seq_len, hidden) contiguous, latent
         dtype; weights: self.L_level.weights(latent dtype)."""
         self.run_rounds(upd, z_H, z_L, x, weights, self.cfg.H_cycles, path)
 
@@ -419,7 +479,7 @@ class SudokuReasoner(nn.Module):
         return z_H, z_L
 
 
-def _rounds_eager(model: SudokuReasoner, upd, z_H, z_L, x, weights, n: int) -> None:
+def _rounds_eager(model: Reasoner, upd, z_H, z_L, x, weights, n: int) -> None:
     for _ in range(n):
         model.round(upd, z_H, z_L, x, weights, kernels="eager")
 
