@@ -1,7 +1,6 @@
 """DDP: two gloo processes training a DEQ with the implicit backward end with the same
 parameters as one process training on the concatenated batch."""
 import datetime
-import os
 import socket
 
 import pytest

@@ -53,7 +53,7 @@ def test_parameter_names_and_shapes_are_eqrs():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_sudoku_models_stack_loads_and_apply_is_eqrs_layer(dtype):
-    """python/sudoku/model.py builds its block as this stack (its L_level state dict loads
+    """python/reasoner/model.py builds its block as this stack (its L_level state dict loads
     unchanged); apply() is EqR's layer as EqR writes it: the token MLP on the transposed latent,
     normed over the tokens, then the channel MLP, each post-norm (float64: 1e-12)."""
     from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner

@@ -12,7 +12,7 @@ For every sample b and channel c (x[b] is a (T, C) slab, the MLP mixes its T row
     out[b] = y[b] * rsqrt(mean over t of y[b, t, c]^2 + eps)   (no learned weight)
 
 This is EqR's `mlp_t` sublayer followed by its post-norm over the tokens
-(python/sudoku/model.py: rms_norm(h + _swiglu_tokens(h, ...), eps, dim=1)). `inj` lets the
+(python/reasoner/model.py: rms_norm(h + _swiglu_tokens(h, ...), eps, dim=1)). `inj` lets the
 first layer of a block read z + injection without materialising the sum; `in_scale` lets it
 apply the previous layer's deferred RMSNorm over C (rsqrt(sumsq / C + eps) per row, see
 eqkernels.ops.swiglu.down_residual_sumsq) as it loads.
