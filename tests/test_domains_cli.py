@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import domains.__main__ as cli
+from cli_run import run_cli
 
 
 @pytest.fixture
@@ -14,12 +15,8 @@ def no_training(monkeypatch):
 
 
 def _run(argv, capsys):
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(cli.main, argv, capsys)
+    return code, err
 
 
 def _bad(code, err, *words):

@@ -1,5 +1,6 @@
 """EqR files people already have: npy dataset folders beside our CSV, `python -m sudoku eval` on
 an EqR .pth, EqR's loss, and `error: ...` (exit 2) on bad input instead of a traceback."""
+import functools
 import math
 import random
 
@@ -14,6 +15,7 @@ from reasoner.losses import eqr_loss
 from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
 from sudoku.tokens import CELLS, VOCAB_SIZE, decode
 from test_eqr_reference import _eqr_arch, _eqr_weights, _write_eqr_pth
+from cli_run import run_cli
 
 
 def _puzzles(N, seed):
@@ -32,15 +34,7 @@ def _write_csv(path, q, a, ratings=None):
                                 for qq, aa, r in zip(q, a, ratings)])
 
 
-def _run(argv, capsys):
-    """(exit code, stdout, stderr) of `python -m sudoku argv` run in this process."""
-    try:
-        sudoku_main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = functools.partial(run_cli, sudoku_main)  # (code, out, err) of python -m sudoku argv
 
 
 @pytest.mark.parametrize("seed", [random.randrange(2**31)])

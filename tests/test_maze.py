@@ -1,7 +1,7 @@
 """The maze task (python/maze): tokens, EqR's dataset folders, the generator, scoring, the CLI.
 Small grids only: the whole file runs in seconds."""
+import functools
 import hashlib
-import itertools
 import json
 import os
 import random
@@ -16,19 +16,12 @@ from maze.__main__ import main as maze_main
 from maze.generate import (GenerationError, MazeConfig, carve_perfect, default_path_range,
                            generate)
 from maze.score import bfs_distances, path_is_valid, score
+from cli_run import run_cli
 
 SMALL = MazeConfig(height=9, width=9, min_path=5, max_path=12)
 
 
-def _run(argv, capsys):
-    """(exit code, stdout, stderr) of `python -m maze argv` in this process."""
-    try:
-        maze_main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = functools.partial(run_cli, maze_main)  # (code, out, err) of python -m maze argv
 
 
 # ---- tokens -------------------------------------------------------------------------------

@@ -21,20 +21,14 @@ from reasoner.report import aggregate_scores
 from sudoku.__main__ import main as sudoku_main
 from test_eqr_cli_data import _puzzles, _write_csv
 from test_eqr_maze import _maze_arch, _maze_weights, _write
+from cli_run import run_cli
 
 TINY = ["--hidden", "16", "--heads", "2", "--batch-size", "8", "--supervision-steps", "2",
         "--warmup", "1", "--device", "cpu", "--layers", "1"]
 ATTENTION = ["--token-mixing", "attention"]
 
 
-def _run(main, argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = run_cli
 
 
 def _bad(code, err, *words):

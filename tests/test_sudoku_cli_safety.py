@@ -1,6 +1,7 @@
 """`python -m sudoku`: a run directory is never overwritten or mixed up, and bad input gets one
 `error:` line (exit 2) before any work: devices, value ranges, output paths, checkpoints whose
 weights do not fit their config or are not finite."""
+import functools
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from reasoner.evaluate import evaluate
 from sudoku.generate import add_clues, random_full_grid
 from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
 from sudoku.tokens import CELLS, VOCAB_SIZE, decode
+from cli_run import run_cli
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--supervision-steps", "1",
         "--warmup", "1", "--device", "cpu"]
@@ -38,15 +40,7 @@ def csv_path(tmp_path):
     return str(path)
 
 
-def _run(argv, capsys):
-    """(exit code, stdout, stderr) of `python -m sudoku argv`, in this process."""
-    try:
-        sudoku_main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = functools.partial(run_cli, sudoku_main)  # (code, out, err) of python -m sudoku argv
 
 
 def _train(csv, out, steps, capsys, *extra):
