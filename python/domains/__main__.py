@@ -4,9 +4,9 @@ Bad input (an unknown config, a device this machine lacks, a value out of range,
 data or an output folder that cannot be written) prints `error: <message>` and exits 2,
 without a traceback, before any domain is trained. Ctrl-C exits 130."""
 import argparse
-import sys
 
 from cli_safety.devices import parse_device
+from cli_safety.exits import run_cli
 from cli_safety.output_paths import check_output_dir, check_output_file
 from cli_safety.values import SEED
 from domains import DOMAIN_MODULES
@@ -16,15 +16,7 @@ from domains.report import report_paths
 
 
 def main(argv=None):
-    try:
-        _main(argv)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
-    except (ValueError, OSError) as e:
-        msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and getattr(e, "filename", None) else e
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(lambda: _main(argv))
 
 
 def _main(argv=None):

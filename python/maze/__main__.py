@@ -27,12 +27,9 @@ from typing import Tuple
 
 import numpy as np
 
+from cli_safety.exits import BAD_INPUT, error_exit, run_cli
+
 USAGE = "usage: python -m maze {generate,check,train,eval} [--help | options]"
-
-
-def error_exit(message: str) -> "NoReturn":  # noqa: F821
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,23 +122,20 @@ def main(argv=None) -> None:
         return
     if argv[0] not in ("generate", "check", "train", "eval"):
         error_exit(f"unknown command {argv[0]!r}\n{USAGE}")
-    try:
-        if argv[0] in ("train", "eval"):
-            from maze.task import MAZE
-            if argv[0] == "train":
-                from reasoner.train_cli import main as entry
-            else:
-                from reasoner.eval_cli import main as entry
-            entry(MAZE, argv[1:])
-            return
-        args = build_parser().parse_args(argv)
-        (_generate if args.cmd == "generate" else _check)(args)
-    except KeyboardInterrupt:  # outside training's own handler: nothing to save
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
-    except (ValueError, OSError, pickle.UnpicklingError, UnicodeDecodeError) as e:
-        named = isinstance(e, OSError) and getattr(e, "filename", None)
-        error_exit(f"{e.filename}: {e.strerror}" if named else str(e))
+    run_cli(lambda: _run(argv), BAD_INPUT + (pickle.UnpicklingError, UnicodeDecodeError))
+
+
+def _run(argv) -> None:
+    if argv[0] in ("train", "eval"):
+        from maze.task import MAZE
+        if argv[0] == "train":
+            from reasoner.train_cli import main as entry
+        else:
+            from reasoner.eval_cli import main as entry
+        entry(MAZE, argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    (_generate if args.cmd == "generate" else _check)(args)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,12 @@ import csv
 import pickle
 import sys
 
+from cli_safety.exits import BAD_INPUT as COMMON_BAD_INPUT, error_exit, run_cli
+
 USAGE = "usage: python -m sudoku {generate,check,train,eval} [--help | options]"
 
 # What bad input raises; anything else is a bug and keeps its traceback.
-BAD_INPUT = (ValueError, OSError, csv.Error, pickle.UnpicklingError,
-             UnicodeDecodeError)
-
-
-def error_exit(message: str) -> "NoReturn":  # noqa: F821
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+BAD_INPUT = COMMON_BAD_INPUT + (csv.Error, pickle.UnpicklingError, UnicodeDecodeError)
 
 
 def run(argv) -> None:
@@ -45,16 +41,7 @@ def run(argv) -> None:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        run(argv)
-    except KeyboardInterrupt:  # outside training's own handler: nothing to save
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
-    except BAD_INPUT as e:
-        msg = e
-        if isinstance(e, OSError) and getattr(e, "filename", None):
-            msg = f"{e.filename}: {e.strerror}"
-        error_exit(str(msg))
+    run_cli(lambda: run(argv), BAD_INPUT)
 
 
 if __name__ == "__main__":
