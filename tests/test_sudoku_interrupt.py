@@ -2,6 +2,7 @@
 batch boundary, says how to resume and exits 130, and `--resume` then ends with the same
 weights, EMA, optimizer state and metrics log (no duplicate rows) as an uninterrupted run.
 Alone and as two gloo processes (torchrun's environment), the signal sent to one rank only."""
+import contextlib
 import json
 import os
 import random
@@ -36,10 +37,13 @@ def _write_data(path, seed):
                                 for x, y in zip(q, answers)])
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n):
+    """n distinct free ports (the sockets stay open until all are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def _launch(argv):
@@ -119,17 +123,19 @@ def test_sigint_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
     _compare(straight, cut, at_step, saved, note)
 
 
-def _rank_worker(rank, world, port, tmp):
-    """Rank `rank` of the three runs, as torchrun would start it: uninterrupted, interrupted
-    (the test signals one rank), resumed; exit codes and stderr go to tmp/rank{r}.json."""
-    import contextlib
+def _rank_worker(rank, world, ports, tmp):
+    """Rank `rank` of the three runs, each as torchrun would start it (its own rendezvous port):
+    uninterrupted, interrupted (the test signals one rank), resumed; exit codes and stderr go
+    to tmp/rank{r}.json."""
     import io
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1")
     torch.set_num_threads(1)
     data = os.path.join(tmp, "p.csv")
     results = []
-    for out, extra in (("straight", []), ("cut", []), ("cut", ["--resume"])):
+    runs = (("straight", []), ("cut", []), ("cut", ["--resume"]))
+    for (out, extra), port in zip(runs, ports):
+        os.environ["MASTER_PORT"] = str(port)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             try:
@@ -138,7 +144,8 @@ def _rank_worker(rank, world, port, tmp):
             except SystemExit as e:
                 code = e.code
         results.append(dict(code=code, err=err.getvalue()))
-    dist.destroy_process_group()
+        # Each command starts its own process group and tears it down on the way out.
+        assert not dist.is_initialized(), f"rank {rank}: {out} {extra} left its process group"
     with open(os.path.join(tmp, f"rank{rank}.json"), "w") as fh:
         json.dump(results, fh)
 
@@ -150,7 +157,7 @@ def test_sigint_to_one_of_two_gloo_ranks_stops_both_at_one_step_and_resumes_exac
     seed = random.randrange(2**31)
     at_step, target, note = _plan(seed, 2)
     _write_data(tmp_path / "p.csv", seed)
-    ctx = mp.start_processes(_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+    ctx = mp.start_processes(_rank_worker, args=(2, _free_ports(3), str(tmp_path)), nprocs=2,
                              join=False, start_method="spawn")
     straight_done = lambda: (tmp_path / "cut" / "metrics.jsonl").exists()  # noqa: E731
     deadline = time.monotonic() + 120

@@ -2,9 +2,11 @@
 
 Under torchrun (RANK and WORLD_SIZE set) `init_from_env(device)` starts the process group
 (NCCL on GPUs, gloo on CPU) and returns this rank's device; alone it does nothing.
+`torchrun_group(device)` is the same as a context that also tears down a group it started.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -22,6 +24,31 @@ def init_from_env(device: str) -> str:
     if str(device).startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return device
+
+
+@contextlib.contextmanager
+def torchrun_group(device: str):
+    """init_from_env(device) for the length of one command. A process group started here is
+    destroyed on the way out -- after a barrier when the command ended normally (returned, or
+    sys.exit after a signal stop every rank agreed on), so no rank tears down the rendezvous
+    store under another and no collective's work outlives the interpreter (a gloo rank that
+    exits with its group alive can abort at interpreter shutdown). After an error there is no
+    barrier: the other ranks may never arrive."""
+    import torch.distributed as dist
+    started = launched_by_torchrun() and not (dist.is_available() and dist.is_initialized())
+    device = init_from_env(device)
+    clean = False
+    try:
+        yield device
+        clean = True
+    except SystemExit as e:
+        clean = e.code in (0, None, 130, 143)
+        raise
+    finally:
+        if started and dist.is_initialized():
+            if clean:
+                dist.barrier()
+            dist.destroy_process_group()
 
 
 def dist_info():

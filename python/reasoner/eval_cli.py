@@ -20,7 +20,7 @@ from cli_safety.devices import default_device, parse_device
 from cli_safety.output_paths import check_output_file, plot_suffixes
 from cli_safety.values import SEED, Range
 from reasoner.checkpoint import build_model, read_file
-from reasoner.distributed import dist_info, init_from_env
+from reasoner.distributed import dist_info, torchrun_group
 from reasoner.evaluate import evaluate
 from reasoner.model import KERNELS
 from reasoner.report import log_spaced_depths
@@ -64,7 +64,11 @@ def main(task: Task, argv=None) -> None:
     device = parse_device(args.device)
     if args.plot:
         check_output_file(args.plot, "--plot", plot_suffixes())
-    args.device = init_from_env(device)
+    with torchrun_group(device) as args.device:
+        _evaluate(task, args)
+
+
+def _evaluate(task: Task, args) -> None:
     ckpt = read_file(args.checkpoint)
     data = task.load(args.data, split="test", limit=args.limit)
     model, info = build_model(ckpt, args.checkpoint, device=args.device, weights=args.weights,

@@ -37,7 +37,7 @@ from cli_safety.output_paths import check_output_dir
 from cli_safety.run_dir import CHECKPOINT, clear_run, plan_run_dir
 from cli_safety.stop_signal import StopOnSignal
 from cli_safety.values import Range
-from reasoner.distributed import dist_info, init_from_env, launched_by_torchrun
+from reasoner.distributed import dist_info, launched_by_torchrun, torchrun_group
 from reasoner.losses import LOSSES
 from reasoner.model import LATENT_DTYPES, POS_ENCODINGS, Reasoner, ReasonerConfig
 from reasoner.task import Task, TaskData
@@ -127,7 +127,11 @@ def main(task: Task, argv=None) -> None:
     check_output_dir(args.out, "--out")
     plan = plan_run_dir(args.out, overwrite=args.overwrite, resume="required" if args.resume
                         else "if_exists" if args.resume_if_exists else "never")
-    device = init_from_env(device)
+    with torchrun_group(device) as device:
+        _train(task, args, argv, cfg, plan, device)
+
+
+def _train(task: Task, args, argv, cfg: TrainConfig, plan, device: str) -> None:
     rank, world = dist_info()
     if cfg.batch_size < world:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is smaller than the "
