@@ -43,7 +43,8 @@ import time
 
 import torch
 
-from timing import environment_lines, median, report, setup_device, use_repo_checkout
+from timing import (environment_lines, median, report, setup_device, synchronize, time_call,
+                    use_repo_checkout)
 
 use_repo_checkout()
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "python"))
@@ -268,8 +269,7 @@ def main(argv=None):
                     first[q] = fn()
                     for _ in range(2 if q in ("eqr_graphs", "fused_graphs") else 0):
                         fn()  # reduce-overhead records on its 2nd call; our runner captures on its 2nd
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
+                    synchronize(device)
                 except Exception as err:  # noqa: BLE001 -- reported, the others go on
                     failed[q] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                     continue
@@ -291,13 +291,7 @@ def main(argv=None):
             times = {q: [] for q in calls}
             for _ in range(args.repeats):  # interleaved
                 for q, fn in calls.items():
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    t0 = time.perf_counter()
-                    fn()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times[q].append(time.perf_counter() - t0)
+                    times[q].append(time_call(fn, device)[0])
             ms = {q: median(v) * 1e3 for q, v in times.items()}
             row = [str(B), dt] + ["failed" if q not in ms else f"{ms[q]:.3f}" if ms[q] < 10
                                   else f"{ms[q]:.1f}" for q in paths]

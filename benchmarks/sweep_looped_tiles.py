@@ -24,7 +24,8 @@ if "--dry-run" in sys.argv:  # the kernels run interpreted on the CPU (before tr
 
 import torch  # noqa: E402
 
-from timing import environment_lines, median, report, setup_device, use_repo_checkout  # noqa: E402
+from timing import (environment_lines, measure, median, report, setup_device,  # noqa: E402
+                    use_repo_checkout)
 
 use_repo_checkout()
 import eqkernels as eqk  # noqa: E402
@@ -85,17 +86,7 @@ def main(argv=None) -> int:
             def call():
                 for _ in range(args.updates):
                     stack.update_(upd, z, inj, weights, backend="triton", tiles=tiles)
-            call()
-            times = []
-            for _ in range(args.repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                call()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                times.append((time.perf_counter() - t0) / args.updates)
-            return median(times)
+            return median(measure(call, device, warmup=1, repeats=args.repeats)) / args.updates
 
         flops = block_flops(stack, B)
         base = per_update({})
