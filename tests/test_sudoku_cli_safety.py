@@ -18,18 +18,10 @@ from sudoku.generate import add_clues, random_full_grid
 from reasoner.model import ReasonerConfig, Reasoner as SudokuReasoner
 from sudoku.tokens import CELLS, VOCAB_SIZE, decode
 from cli_run import run_cli
+from test_eqr_cli_data import _puzzles
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--supervision-steps", "1",
         "--warmup", "1", "--device", "cpu"]
-
-
-def _puzzles(N, seed):
-    gen = torch.Generator().manual_seed(seed)
-    r, c = torch.arange(9)[:, None], torch.arange(9)[None, :]
-    base = ((r * 3 + r // 3 + c) % 9).flatten()
-    answers = torch.stack([torch.randperm(9, generator=gen)[base] + 2 for _ in range(N)])
-    blanks = torch.rand(N, 81, generator=gen) < 0.5
-    return torch.where(blanks, torch.ones_like(answers), answers), answers
 
 
 @pytest.fixture
